@@ -1,0 +1,113 @@
+"""Input validation shared by every public function.
+
+One error template throughout: name the argument, show what was received, say what was
+expected. Errors are raised as ``ValueError`` (wrong value or shape) or ``TypeError`` (wrong
+type or dtype), never with ``assert``, which vanishes under ``python -O``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+MemberTensors = Tensor | Sequence[Tensor]
+"""Either one stacked tensor ``[K, ...]`` or a sequence of K tensors ``[...]`` of equal shape."""
+
+
+def stack_members(values: MemberTensors, name: str, *, min_members: int = 2) -> Tensor:
+    """Return ``values`` as one tensor with the members on the first axis.
+
+    Args:
+        values: a stacked tensor ``[K, ...]`` or a sequence of K tensors ``[...]``.
+        name: the caller's argument name, used in error messages.
+        min_members: the smallest K accepted.
+
+    Returns:
+        ``[K, ...]``; a stacked input is returned as is (no copy).
+    """
+    if isinstance(values, Tensor):
+        stacked = values
+    elif isinstance(values, Sequence) and all(isinstance(v, Tensor) for v in values):
+        if len(values) == 0:
+            raise ValueError(f"Expected argument `{name}` to hold at least {min_members} member tensors, but got an empty sequence")
+        shapes = {tuple(v.shape) for v in values}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"Expected the member tensors in `{name}` to share one shape, but got shapes "
+                f"{[tuple(v.shape) for v in values]}"
+            )
+        stacked = torch.stack(list(values))
+    else:
+        raise TypeError(
+            f"Expected argument `{name}` to be a tensor [K, ...] or a sequence of K tensors, "
+            f"but got {type(values).__name__}"
+        )
+    if stacked.dim() == 0 or stacked.shape[0] < min_members:
+        got = "a 0-d tensor" if stacked.dim() == 0 else f"K={stacked.shape[0]} (shape {tuple(stacked.shape)})"
+        raise ValueError(f"Expected argument `{name}` to hold at least {min_members} members on its first axis, but got {got}")
+    return stacked
+
+
+def check_ndim(value: Tensor, name: str, ndim: int, layout: str) -> None:
+    """Raise unless ``value`` has ``ndim`` dimensions; ``layout`` names them, e.g. ``"[K, B, C]"``."""
+    if value.dim() != ndim:
+        raise ValueError(f"Expected argument `{name}` to have shape {layout}, but got shape {tuple(value.shape)}")
+
+
+def check_min_dim(value: Tensor, name: str, ndim: int, layout: str) -> None:
+    """Raise unless ``value`` has at least ``ndim`` dimensions; ``layout`` names them."""
+    if value.dim() < ndim:
+        raise ValueError(f"Expected argument `{name}` to have shape {layout}, but got shape {tuple(value.shape)}")
+
+
+def check_nonempty(value: Tensor, name: str, axis: int, axis_name: str) -> None:
+    """Raise if axis ``axis`` of ``value`` has length zero (an empty batch, say)."""
+    if value.shape[axis] == 0:
+        raise ValueError(f"Expected argument `{name}` to have a non-empty {axis_name} axis, but got shape {tuple(value.shape)}")
+
+
+def check_floating(value: Tensor, name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` has a floating-point dtype."""
+    if not torch.is_floating_point(value):
+        raise TypeError(f"Expected argument `{name}` to have a floating-point dtype, but got {value.dtype}")
+
+
+def check_finite(value: Tensor, name: str) -> None:
+    """Raise if ``value`` holds NaN or inf.
+
+    This reads one boolean back to the host, so callers on a hot path decide when to pay for
+    it (see :func:`finite_check_wanted`).
+    """
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"Expected argument `{name}` to hold only finite values, but it holds NaN or inf")
+
+
+def finite_check_wanted(value: Tensor, setting: bool | None) -> bool:
+    """Whether a NaN/inf check should run on ``value``.
+
+    ``setting`` None means "where it is free": in eager mode on CPU tensors, never on an
+    accelerator (the check would synchronise with the host) nor while ``torch.compile`` traces.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if setting is None:
+        return value.device.type == "cpu"
+    return setting
+
+
+def check_probability(value: float, name: str) -> None:
+    """Raise unless ``value`` is a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected argument `{name}` to be a number in [0, 1], but got {value!r}")
+
+
+def check_labels(targets: Tensor, name: str, batch: int, num_classes: int | None = None) -> None:
+    """Raise unless ``targets`` is an integer tensor ``[batch]`` (of class indices below ``num_classes``)."""
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"Expected argument `{name}` to be a tensor of class indices, but got {type(targets).__name__}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise TypeError(f"Expected argument `{name}` to have an integer dtype (class indices), but got {targets.dtype}")
+    if targets.dim() != 1 or targets.shape[0] != batch:
+        raise ValueError(f"Expected argument `{name}` to have shape [{batch}], but got shape {tuple(targets.shape)}")

@@ -1,0 +1,409 @@
+"""Priority Diversified Dropouts (PDD): Huang et al., AAAI 2021, Algorithm 1 and eq. 2.
+
+PDD drops units of the K members' last fully connected layer so that each member keeps, with
+high probability, the units in its own *priority interval* of activation strength:
+
+1. the joint range [u, v] of the K members' activations is split into M > K equal intervals;
+2. each member's units are counted per interval, giving N_m^(k) and C_k = sum_m N_m^(k);
+3. the K intervals holding the most units of the whole ensemble are ranked by that count and
+   the k-th largest becomes member k's priority interval t_k;
+4. a unit of member k in interval m is kept with probability (eq. 2)
+
+   .. math::
+
+       p_m^{(k)} = \\begin{cases} \\alpha & m = t_k \\\\
+                   \\beta \\, (1 - N_m^{(k)} / C_k) & m \\neq t_k \\end{cases}
+
+All of it runs as vectorised torch ops on the features' device: no Python loop over members,
+intervals or samples and no host round trip, so ``torch.compile(pdd, fullgraph=True)`` works.
+The choices where the paper is silent are listed in ``docs/method.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ._checks import (
+    check_finite,
+    check_floating,
+    check_ndim,
+    check_nonempty,
+    check_probability,
+    finite_check_wanted,
+    stack_members,
+)
+
+Statistics = Literal["sample", "batch"]
+
+
+def default_num_intervals(num_members: int) -> int:
+    """The number of intervals M used when none is given: ``5 * (K - 1)``.
+
+    The paper fixes M = 10 for K = 3 and M = 20 for K = 5; this is the straight line through
+    both points, and M > K holds for every K >= 2.
+
+    >>> [default_num_intervals(k) for k in (2, 3, 4, 5, 8)]
+    [5, 10, 15, 20, 35]
+    """
+    return 5 * (num_members - 1)
+
+
+class PriorityStatistics(NamedTuple):
+    """What PDD computed for one set of features ``[K, B, C]``.
+
+    ``G`` is the number of histograms: ``B`` (one per sample) with ``statistics="sample"``,
+    1 with ``statistics="batch"``.
+    """
+
+    interval: Tensor
+    """``[K, B, C]`` int64: the interval m of every unit, in ``[0, M)``."""
+    member_counts: Tensor
+    """``[K, G, M]`` int64: N_m^(k), each member's units per interval (summed over ranks when synced)."""
+    priority_interval: Tensor
+    """``[K, G]`` int64: t_k, member k's priority interval."""
+    keep_rate: Tensor
+    """``[K, B, C]`` float32 (float64 for float64 features): eq. 2's keep probability of every unit."""
+
+
+def priority_statistics(
+    features: Tensor,
+    num_intervals: int,
+    alpha: float,
+    beta: float,
+    *,
+    statistics: Statistics = "sample",
+    sync_statistics: bool = False,
+) -> PriorityStatistics:
+    """Histogram, priority intervals and eq. 2 keep rates for stacked features (unvalidated).
+
+    Args:
+        features: ``[K, B, C]``; read without gradient.
+        num_intervals: M.
+        alpha: keep rate inside a member's priority interval.
+        beta: scale of the keep rate elsewhere.
+        statistics: ``"sample"``: [u, v] and the counts per sample (the authors' code);
+            ``"batch"``: one range and one histogram for the whole batch.
+        sync_statistics: all-reduce [u, v] and the counts over the default process group,
+            when one is initialised, so that every rank uses the same statistics.
+    """
+    num_members = features.shape[0]
+    # Binning in at least float32: bf16 has 8 bits of mantissa, too few to place 512 units
+    # into 20 intervals without piling them onto the edges.
+    activations = features.detach().to(torch.promote_types(features.dtype, torch.float32))
+    range_dims = (0, 2) if statistics == "sample" else (0, 1, 2)
+    low = activations.amin(dim=range_dims, keepdim=True)
+    high = activations.amax(dim=range_dims, keepdim=True)
+    synced = sync_statistics and dist.is_available() and dist.is_initialized()
+    if synced:
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    width = high - low
+    # u == v (all activations equal, e.g. all-zero ReLU output): every unit goes to interval 0
+    # instead of dividing by zero.
+    scaled = (activations - low) * num_intervals / torch.where(width > 0, width, torch.ones_like(width))
+    # The top edge v belongs to the last interval, as in the authors' code. NaN (possible only
+    # with check_finite off) goes to interval 0: an out-of-range index would be a device-side
+    # assert on CUDA, which kills the whole process.
+    interval = scaled.nan_to_num(0.0).floor().clamp(0, num_intervals - 1).long()
+
+    groups = interval.shape[1] if statistics == "sample" else 1
+    grouped = interval.reshape(num_members, groups, -1)
+    member_counts = torch.zeros(num_members, groups, num_intervals, dtype=torch.long, device=features.device)
+    member_counts.scatter_add_(-1, grouped, torch.ones_like(grouped))
+    if synced:
+        dist.all_reduce(member_counts, op=dist.ReduceOp.SUM)
+
+    # Rank intervals by ensemble count; equal counts go to the lower interval index, so the
+    # choice is deterministic on every device (topk alone does not order ties).
+    order = torch.arange(num_intervals - 1, -1, -1, device=features.device)
+    rank_key = member_counts.sum(0) * num_intervals + order
+    priority_interval = rank_key.topk(num_members, dim=-1).indices.T  # [K, G]
+
+    units_per_member = member_counts.sum(-1, keepdim=True)  # C_k, [K, G, 1]
+    own_count = member_counts.gather(-1, grouped)  # N_m^(k) of each unit's interval
+    density = own_count.to(activations.dtype) / units_per_member.to(activations.dtype)
+    in_priority = grouped == priority_interval.unsqueeze(-1)
+    keep_rate = torch.where(in_priority, alpha, beta * (1.0 - density))
+    return PriorityStatistics(interval, member_counts, priority_interval, keep_rate.reshape(interval.shape))
+
+
+class PriorityDiversifiedDropout(nn.Module):
+    """PDD for K members (Algorithm 1, eq. 2), one state shared by all members.
+
+    Args:
+        num_members: K >= 2.
+        num_intervals: M > K; None takes the paper's M = 10 for K = 3 and M = 20 for K = 5,
+            and ``5 * (K - 1)`` (:func:`default_num_intervals`) for other K.
+        alpha: keep rate of a unit in its member's priority interval, in [0, 1].
+        beta: scale of the keep rate ``beta * (1 - N_m^(k) / C_k)`` elsewhere, in [0, 1].
+        statistics: ``"sample"`` (default, the authors' code): [u, v] and the histogram are
+            computed per sample over its K * C units; ``"batch"``: once over the whole batch.
+        rescale: False (default, the authors' code): kept units pass unchanged
+            (``features * mask``); True: inverted dropout, kept units are divided by their keep
+            rate so that each unit's expectation is its input.
+        sync_statistics: under ``torch.distributed``, all-reduce [u, v] and the counts so every
+            rank uses the statistics of the global batch. Needs ``statistics="batch"``:
+            per-sample statistics never depend on other samples, so ranks already agree.
+            Whether a process group exists is decided at each call.
+        check_finite: raise on NaN/inf features. None checks where it is free (CPU tensors,
+            eager mode) and skips on accelerators, where the check would wait for the device.
+
+    Shapes:
+        ``features``: ``[K, B, C]`` (members, batch, units of the last FC layer), or a sequence
+        of K ``[B, C]`` tensors. Output: ``[K, B, C]``, the input's dtype.
+
+    Use it on stacked features, or, for members that cannot be restructured, through
+    :meth:`member_handles` and :meth:`statistics_pass`.
+
+    Attributes:
+        priority_counts: buffer ``[K, M]``: how often each interval was each member's priority
+            in training mode (once per sample, or per batch with ``statistics="batch"``), a
+            diagnostic of how differently the members are steered.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> pdd = PriorityDiversifiedDropout(num_members=3)
+        >>> pdd
+        PriorityDiversifiedDropout(num_members=3, num_intervals=10, alpha=0.9, beta=0.1, statistics='sample', rescale=False, sync_statistics=False)
+        >>> features = torch.rand(3, 8, 512)  # [K, B, C]
+        >>> pdd(features).shape
+        torch.Size([3, 8, 512])
+        >>> rates = pdd.keep_probabilities(features)
+        >>> bool(((rates >= 0) & (rates <= 1)).all())
+        True
+        >>> torch.equal(pdd.eval()(features), features)
+        True
+    """
+
+    def __init__(
+        self,
+        num_members: int,
+        num_intervals: int | None = None,
+        alpha: float = 0.9,
+        beta: float = 0.1,
+        *,
+        statistics: Statistics = "sample",
+        rescale: bool = False,
+        sync_statistics: bool = False,
+        check_finite: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 2:
+            raise ValueError(f"Expected argument `num_members` to be an integer >= 2 (an ensemble), but got {num_members!r}")
+        if num_intervals is None:
+            num_intervals = default_num_intervals(num_members)
+        if isinstance(num_intervals, bool) or not isinstance(num_intervals, int) or num_intervals <= num_members:
+            raise ValueError(
+                "Expected argument `num_intervals` to be an integer greater than num_members (eq. 2 gives each "
+                f"member its own priority interval), but got num_intervals={num_intervals!r}, num_members={num_members}"
+            )
+        check_probability(alpha, "alpha")
+        check_probability(beta, "beta")
+        if statistics not in ("sample", "batch"):
+            raise ValueError(f"Expected argument `statistics` to be one of ['sample', 'batch'], but got {statistics!r}")
+        if sync_statistics and statistics != "batch":
+            raise ValueError(
+                "Expected argument `statistics` to be 'batch' when sync_statistics=True (per-sample statistics "
+                f"already agree across ranks), but got statistics={statistics!r}"
+            )
+        self.num_members = num_members
+        self.num_intervals = num_intervals
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.statistics = statistics
+        self.rescale = rescale
+        self.sync_statistics = sync_statistics
+        self.check_finite = check_finite
+        self.register_buffer("priority_counts", torch.zeros(num_members, num_intervals, dtype=torch.long))
+        self._handle_state = _HandleState(num_members)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_members={self.num_members}, num_intervals={self.num_intervals}, alpha={self.alpha}, "
+            f"beta={self.beta}, statistics={self.statistics!r}, rescale={self.rescale}, "
+            f"sync_statistics={self.sync_statistics}"
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "num_members": self.num_members,
+            "num_intervals": self.num_intervals,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "statistics": self.statistics,
+            "rescale": self.rescale,
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return self._settings()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Refuse a state saved with other settings: its counts would describe another PDD."""
+        differing = {key: (value, state.get(key)) for key, value in self._settings().items() if state.get(key) != value}
+        if differing:
+            detail = ", ".join(f"{key}: module has {mine!r}, state has {theirs!r}" for key, (mine, theirs) in differing.items())
+            raise ValueError(f"Expected argument `state_dict` to come from a PDD with the same settings, but {detail}")
+
+    def _validated(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        stacked = stack_members(features, "features")
+        check_ndim(stacked, "features", 3, "[K, B, C] (members, batch, units)")
+        if stacked.shape[0] != self.num_members:
+            raise ValueError(
+                f"Expected argument `features` to hold num_members={self.num_members} members on its first axis, "
+                f"but got K={stacked.shape[0]} (shape {tuple(stacked.shape)})"
+            )
+        check_nonempty(stacked, "features", 1, "batch")
+        check_nonempty(stacked, "features", 2, "unit")
+        check_floating(stacked, "features")
+        if finite_check_wanted(stacked, self.check_finite):
+            check_finite(stacked, "features")
+        return stacked
+
+    def priority_statistics(self, features: Tensor | Sequence[Tensor]) -> PriorityStatistics:
+        """Intervals, counts N_m^(k), priority intervals t_k and keep rates for ``features`` ``[K, B, C]``.
+
+        Deterministic, and the same in training and eval mode; it does not touch
+        :attr:`priority_counts`.
+        """
+        return priority_statistics(
+            self._validated(features),
+            self.num_intervals,
+            self.alpha,
+            self.beta,
+            statistics=self.statistics,
+            sync_statistics=self.sync_statistics,
+        )
+
+    def keep_probabilities(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        """Eq. 2's keep rate of every unit, ``[K, B, C]``, deterministic: what training mode samples from."""
+        return self.priority_statistics(features).keep_rate
+
+    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        """Training mode: ``features`` times a Bernoulli keep mask drawn from eq. 2; eval mode: ``features``.
+
+        Gradients flow to the kept units only (the mask is a constant).
+        """
+        stacked = self._validated(features)
+        if not self.training:
+            return stacked
+        return stacked * self._sample_mask(stacked)
+
+    def _sample_mask(self, features: Tensor) -> Tensor:
+        """A keep mask ``[K, B, C]`` in ``features.dtype``, rescaled if asked; counts the priorities."""
+        stats = priority_statistics(
+            features,
+            self.num_intervals,
+            self.alpha,
+            self.beta,
+            statistics=self.statistics,
+            sync_statistics=self.sync_statistics,
+        )
+        mask = torch.bernoulli(stats.keep_rate)
+        if self.rescale:
+            # A unit with keep rate 0 is never kept, so its 0/0 is replaced by 0.
+            mask = mask / stats.keep_rate.clamp_min(torch.finfo(stats.keep_rate.dtype).tiny)
+        with torch.no_grad():
+            self.priority_counts.scatter_add_(1, stats.priority_interval, torch.ones_like(stats.priority_interval))
+        return mask.to(features.dtype)
+
+    def member_handles(self) -> list[nn.Module]:
+        """K modules, one per member, for members whose features cannot be stacked by the caller.
+
+        Insert handle k right before member k's final linear layer (e.g.
+        ``member.fc = nn.Sequential(handles[k], member.fc)``). Because eq. 2 needs all K
+        members' features before any unit can be dropped, each training step runs in two passes:
+
+        1. ``with pdd.statistics_pass(): [member(x) for member in members]``: a no-grad pass
+           in which each handle records its member's features ``[B, C]`` and changes nothing;
+        2. the ordinary forward of every member: handle k multiplies its member's features by
+           row k of one keep mask drawn from the recorded statistics. Each handle applies its
+           mask once; the next step needs a new statistics pass.
+
+        The handles share this module's settings and state; they hold no state of their own,
+        so saving the members does not save PDD twice. In eval mode (``member.eval()``) a
+        handle is the identity and needs no statistics pass. The first pass costs one extra
+        forward without gradient per member; members that can expose their features should
+        call this module on ``[K, B, C]`` directly instead.
+        """
+        return [_MemberHandle(self, member) for member in range(self.num_members)]
+
+    @contextlib.contextmanager
+    def statistics_pass(self) -> Iterator[None]:
+        """Context for the first pass of the handle protocol (see :meth:`member_handles`); runs under no_grad."""
+        state = self._handle_state
+        state.start_recording()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            state.recording = False
+        state.check_complete()
+
+
+class _HandleState:
+    """Features recorded by the member handles in a statistics pass, and the mask drawn from them."""
+
+    def __init__(self, num_members: int) -> None:
+        self.recording = False
+        self.recorded: list[Tensor | None] = [None] * num_members
+        self.mask: Tensor | None = None
+        self.applied = [False] * num_members
+
+    def start_recording(self) -> None:
+        self.recording = True
+        self.recorded = [None] * len(self.recorded)
+        self.mask = None
+        self.applied = [False] * len(self.applied)
+
+    def check_complete(self) -> None:
+        missing = [k for k, features in enumerate(self.recorded) if features is None]
+        if missing:
+            raise RuntimeError(
+                f"The statistics pass recorded no features for members {missing}: every member must run once "
+                "inside `with pdd.statistics_pass():`"
+            )
+
+
+class _MemberHandle(nn.Module):
+    """Member k's view of a shared :class:`PriorityDiversifiedDropout` (see ``member_handles``)."""
+
+    def __init__(self, shared: PriorityDiversifiedDropout, member: int) -> None:
+        super().__init__()
+        # Not registered as a submodule: the K handles live inside K members, and a registered
+        # shared module would be saved into every member's state_dict.
+        object.__setattr__(self, "shared", shared)
+        self.member = member
+
+    def extra_repr(self) -> str:
+        return f"member={self.member}, shared={self.shared.extra_repr()}"
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features``: ``[B, C]``, member k's features; returns them, dropped in training mode."""
+        if not self.training:
+            return features
+        shared: PriorityDiversifiedDropout = self.shared  # type: ignore[assignment]
+        state = shared._handle_state
+        if state.recording:
+            check_ndim(features, "features", 2, "[B, C] (batch, units)")
+            state.recorded[self.member] = features.detach()
+            return features
+        if state.applied[self.member] or any(recorded is None for recorded in state.recorded):
+            raise RuntimeError(
+                f"PDD handle of member {self.member} has no fresh statistics: run every member once inside "
+                "`with pdd.statistics_pass():` before each training forward (see member_handles)"
+            )
+        if state.mask is None:
+            state.mask = shared._sample_mask(shared._validated(state.recorded))
+        if features.shape != state.mask.shape[1:]:
+            raise ValueError(
+                f"Expected argument `features` of member {self.member} to have the shape recorded in the statistics "
+                f"pass, {tuple(state.mask.shape[1:])}, but got {tuple(features.shape)}"
+            )
+        state.applied[self.member] = True
+        return features * state.mask[self.member]
