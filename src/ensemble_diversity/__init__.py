@@ -1,11 +1,39 @@
-"""Diversity regularizers for deep ensembles (Huang et al., AAAI 2021): PDD, DEG, metrics, baselines."""
+"""Diversity regularizers for deep ensembles (Huang et al., AAAI 2021).
 
+- :class:`PriorityDiversifiedDropout`: Priority Diversified Dropouts (Algorithm 1, eq. 2).
+- :func:`dispersed_gradient_loss`, :func:`deg_penalty`: Dispersed Ensemble Gradients (eqs. 3-4).
+- :func:`ambiguity_entropy`, :func:`discrimination_score`, :func:`gradient_angles`: the
+  diversity metrics (eqs. 5-6, Fig. 3).
+- :func:`adp_regularizer`, :func:`gal_penalty`: peer baselines (Pang et al. 2019; Kariyappa and
+  Qureshi 2019).
+- :class:`Ensemble`, :func:`ensemble_cross_entropy`: the ensemble and its loss (eq. 1).
+"""
+
+from .adp import ADPRegularizer, adp_regularizer
+from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients
+from .ensemble import Ensemble
+from .ensemble_loss import ensemble_cross_entropy
+from .gal import gal_penalty, gradient_alignment_loss
+from .metrics import ambiguity_entropy, discrimination_score, gradient_angles
 from .pdd import PriorityDiversifiedDropout, PriorityStatistics, default_num_intervals, priority_statistics
 
 __all__ = [
+    "ADPRegularizer",
+    "Ensemble",
+    "GradientPenalty",
     "PriorityDiversifiedDropout",
     "PriorityStatistics",
+    "adp_regularizer",
+    "ambiguity_entropy",
     "default_num_intervals",
+    "deg_penalty",
+    "discrimination_score",
+    "dispersed_gradient_loss",
+    "ensemble_cross_entropy",
+    "gal_penalty",
+    "gradient_alignment_loss",
+    "gradient_angles",
+    "member_input_gradients",
     "priority_statistics",
 ]
 __version__ = "0.1.0"

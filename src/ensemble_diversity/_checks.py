@@ -103,11 +103,24 @@ def check_probability(value: float, name: str) -> None:
         raise ValueError(f"Expected argument `{name}` to be a number in [0, 1], but got {value!r}")
 
 
-def check_labels(targets: Tensor, name: str, batch: int, num_classes: int | None = None) -> None:
-    """Raise unless ``targets`` is an integer tensor ``[batch]`` (of class indices below ``num_classes``)."""
+def check_labels(targets: Tensor, name: str, batch: int) -> None:
+    """Raise unless ``targets`` is an integer tensor ``[batch]`` of class indices."""
     if not isinstance(targets, Tensor):
         raise TypeError(f"Expected argument `{name}` to be a tensor of class indices, but got {type(targets).__name__}")
     if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
         raise TypeError(f"Expected argument `{name}` to have an integer dtype (class indices), but got {targets.dtype}")
     if targets.dim() != 1 or targets.shape[0] != batch:
         raise ValueError(f"Expected argument `{name}` to have shape [{batch}], but got shape {tuple(targets.shape)}")
+
+
+def check_label_range(targets: Tensor, name: str, num_classes: int) -> None:
+    """Raise unless every class index in ``targets`` lies in ``[0, num_classes)``.
+
+    It reads values back to the host, so callers run it only where checks are wanted
+    (:func:`finite_check_wanted`).
+    """
+    if targets.numel() and (bool((targets < 0).any()) or bool((targets >= num_classes).any())):
+        raise ValueError(
+            f"Expected argument `{name}` to hold class indices in [0, {num_classes}), but got values "
+            f"from {int(targets.min())} to {int(targets.max())}"
+        )

@@ -15,8 +15,9 @@ def pairwise_cosines(grads: Tensor, eps: float = 1e-12) -> Tensor:
 
     Args:
         grads: ``[K, B, ...]`` (members, batch, any input dimensions), flattened per sample.
-        eps: norms below ``eps`` count as zero: a zero gradient has cosine 0 with everything
-            (it points nowhere, so it agrees with no member), never NaN.
+        eps: each norm is clamped at ``eps`` from below before dividing, so an exactly zero
+            gradient has cosine 0 with everything (it points nowhere, so it agrees with no
+            member), never NaN; a non-zero gradient shorter than ``eps`` gets a shrunken cosine.
 
     Returns:
         ``[B, K*(K-1)/2]``, pairs in the order of ``torch.triu_indices(K, K, offset=1)``.

@@ -1,0 +1,348 @@
+"""Dispersed Ensemble Gradients (DEG), eqs. 3-4 and Algorithm 2 of Huang et al., AAAI 2021,
+"Adversarial Defence by Diversified Simultaneous Training of Deep Ensembles".
+
+DEG penalises members whose loss gradients with respect to the *input* point the same way, so
+that an adversarial perturbation found on one member transfers less to the others:
+
+.. math::
+
+    \\mathcal{L}_g = \\sum_{1 \\le i < j \\le K}
+        \\frac{\\langle g_i, g_j \\rangle}{\\lVert g_i \\rVert \\, \\lVert g_j \\rVert},
+    \\qquad g_k = \\partial \\mathcal{L}_{CE}(\\hat{y}_k, y) / \\partial x
+    \\qquad \\text{(eq. 3)}
+
+    \\mathcal{L}_{ours} = \\mathcal{L}_{ECE} + \\lambda \\, \\mathcal{L}_g
+    \\qquad \\text{(eq. 4)}
+
+The penalty depends on the input gradients, so training with it needs second derivatives
+(double backprop): :func:`member_input_gradients` builds the gradients with ``create_graph=True``
+so that ``penalty.backward()`` reaches every member's parameters.
+
+What the authors' code does where the paper is silent (github.com/ALIS-Lab/AAAI2021-PDD,
+``train_deg.py``), and what this module does:
+
+- The cosine is signed (not its absolute value), computed **per sample** over the flattened
+  input gradient, **averaged over the batch**, then summed over the K(K-1)/2 member pairs.
+  Eq. 3 is written for a single input; we follow the code.
+- lambda = 0.01 in eq. 4 (their ``--beta``).
+- Their CE term is the **mean** over members (each member's CE divided by K) where eq. 1 sums.
+  Scaling a member's loss does not turn its gradient, so the penalty is the same either way,
+  but the balance of eq. 4 is not: ``out.losses.mean() + 0.01 * out.penalty`` reproduces
+  their objective.
+- They add 1e-64 to the product of the norms to avoid dividing by zero; 1e-64 is below the
+  smallest float32 number and rounds to 0, so a zero gradient gives 0/0 = NaN there. We clamp
+  each norm at ``eps`` instead (see :func:`ensemble_diversity._pairwise.pairwise_cosines`): a
+  zero gradient has cosine 0 with every member and a finite gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ensemble_diversity._checks import (
+    MemberTensors,
+    check_finite,
+    check_floating,
+    check_labels,
+    check_min_dim,
+    check_ndim,
+    check_nonempty,
+    finite_check_wanted,
+    stack_members,
+)
+from ensemble_diversity._pairwise import pairwise_cosines
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""``loss_fn(logits [B, ...], y) -> scalar``, one member's loss on the batch."""
+
+
+class GradientPenalty(NamedTuple):
+    """What :func:`deg_penalty` and :func:`ensemble_diversity.gal.gal_penalty` return.
+
+    All three come from the same forward pass and keep their autograd graph, so the training
+    objective (eq. 4) needs no second forward.
+    """
+
+    penalty: Tensor
+    """Scalar: the gradient-diversity penalty (eq. 3 for DEG, GAL for GAL)."""
+    logits: Tensor
+    """``[K, B, L]`` (members, batch, classes): each member's output."""
+    losses: Tensor
+    """``[K]``: each member's ``loss_fn(logits[k], y)``."""
+
+
+def dispersed_gradient_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tensor:
+    """Sum over member pairs of the cosine between their input gradients (eq. 3).
+
+    The cosine is taken per sample over the flattened input gradient, averaged over the batch
+    (as in the authors' code), then summed over the ``P = K(K-1)/2`` pairs, so the value lies
+    in ``[-P, P]``: ``P`` when all members' gradients point the same way, negative when they
+    oppose each other.
+
+    Args:
+        grads: ``[K, B, ...]`` (members, batch, any input dimensions) or a sequence of K
+            tensors ``[B, ...]``: each member's loss gradient with respect to the input.
+        eps: gradient norms are clamped at ``eps`` from below, so a zero gradient has cosine 0
+            with every member (never NaN) and a finite gradient.
+
+    Returns:
+        Scalar; the batch axis is averaged, the pair axis summed.
+
+    Example:
+        >>> g = torch.tensor([[[1.0, 0.0]], [[2.0, 0.0]], [[0.0, 3.0]]])  # K=3, B=1
+        >>> dispersed_gradient_loss(g)  # cos 1 + cos 0 + cos 0
+        tensor(1.)
+    """
+    _check_eps(eps)
+    return _dispersion(_validated_gradients(grads, "grads"), eps)
+
+
+def _dispersion(grads: Tensor, eps: float) -> Tensor:
+    return pairwise_cosines(grads, eps).mean(dim=0).sum()
+
+
+def member_input_gradients(
+    losses: MemberTensors, inputs: Tensor, *, create_graph: bool = True
+) -> Tensor:
+    """Gradient of each member's scalar loss with respect to the shared ``inputs``.
+
+    Args:
+        losses: ``[K]`` or a sequence of K scalar tensors, each computed from ``inputs``.
+        inputs: ``[B, ...]``, a floating tensor that required grad when the losses were computed.
+        create_graph: keep the graph of the gradients so that a penalty built on them can be
+            differentiated with respect to every member's parameters (double backprop). Pass
+            False when the gradients are only measured (they come back detached).
+
+    Returns:
+        ``[K, B, ...]``: ``result[k] = d losses[k] / d inputs``. The graph of ``losses`` is kept,
+        so ``losses`` can still be back-propagated afterwards.
+
+    Raises:
+        ValueError: if ``inputs`` does not require grad, or if a loss does not depend on
+            ``inputs`` (its gradient would silently be zero, which hides a wiring mistake).
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0]], requires_grad=True)
+        >>> member_input_gradients([(x**2).sum(), (3 * x).sum()], x)
+        tensor([[[2., 4.]],
+        <BLANKLINE>
+                [[3., 3.]]], grad_fn=<StackBackward0>)
+    """
+    loss_list = _loss_list(losses, "losses")
+    return _gradients(loss_list, inputs, create_graph, "inputs", lambda k: f"member {k}'s loss in `losses`")
+
+
+def deg_penalty(
+    models: Sequence[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    create_graph: bool = True,
+) -> GradientPenalty:
+    """DEG penalty (eq. 3) of an ensemble on one batch, with the members' logits and losses.
+
+    Runs one forward per member, computes each member's loss ``loss_fn(logits_k, y)`` and its
+    gradient with respect to ``x`` (Algorithm 2, lines 1-4) and returns
+    :func:`dispersed_gradient_loss` of those gradients (line 5). Eq. 4 is then one line:
+
+    >>> _ = torch.manual_seed(0)
+    >>> models = [nn.Linear(4, 3), nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))]
+    >>> x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    >>> out = deg_penalty(models, x, y)
+    >>> loss = out.losses.mean() + 0.01 * out.penalty  # eq. 4 as in the authors' code
+    >>> loss.backward()
+    >>> out.logits.shape, out.losses.shape, x.requires_grad
+    (torch.Size([2, 5, 3]), torch.Size([2]), False)
+    >>> bool(-1.0 <= out.penalty <= 1.0)  # K=2: one pair
+    True
+
+    Args:
+        models: K >= 2 modules (architectures may differ), each mapping ``x`` to logits
+            ``[B, L]`` of the same shape.
+        x: ``[B, ...]`` (batch, input dimensions), floating. It is never modified and its
+            ``requires_grad`` flag is left as it was: if it does not require grad, a detached
+            copy that does is differentiated instead; if it does (e.g. it is itself the output
+            of a trainable module), it is used as is, and ``backward()`` on the penalty also
+            reaches it.
+        y: targets passed to ``loss_fn``. With the default cross-entropy: class indices ``[B]``
+            or class probabilities of the logits' shape.
+        loss_fn: ``loss_fn(logits_k, y) -> scalar`` for one member; must reduce over the batch.
+        create_graph: see :func:`member_input_gradients`; False gives a penalty without graph
+            (for measuring), while ``logits`` and ``losses`` keep theirs.
+
+    Returns:
+        :class:`GradientPenalty` ``(penalty, logits [K, B, L], losses [K])``.
+
+    Notes:
+        The per-sample gradient of a batch-reduced loss is that sample's own gradient only
+        when samples do not interact in the forward pass: BatchNorm in training mode couples
+        them, exactly as it did in the authors' ResNets.
+    """
+    return _gradient_penalty(models, x, y, loss_fn, create_graph, lambda grads: _dispersion(grads, 1e-12))
+
+
+# Shared with gal.py: everything but the reduction over member pairs.
+
+
+def _check_eps(eps: float) -> None:
+    """Raise unless ``eps`` is a positive finite number."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
+        raise ValueError(f"Expected argument `eps` to be a positive finite number, but got {eps!r}")
+
+
+def _validated_gradients(grads: MemberTensors, name: str) -> Tensor:
+    """``grads`` stacked to ``[K, B, ...]`` after checking K >= 2, the batch axis, dtype and values."""
+    stacked = stack_members(grads, name)
+    check_min_dim(stacked, name, 2, "[K, B, ...]")
+    check_nonempty(stacked, name, 1, "batch")
+    check_floating(stacked, name)
+    if finite_check_wanted(stacked, None):
+        check_finite(stacked, name)
+    return stacked
+
+
+def _gradient_penalty(
+    models: Sequence[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    create_graph: bool,
+    reduce_pairs: Callable[[Tensor], Tensor],
+) -> GradientPenalty:
+    """Forward each member once, take its input gradient, and reduce the ``[K, B, ...]``
+    gradients to a scalar with ``reduce_pairs`` (eq. 3 for DEG, log-sum-exp for GAL)."""
+    members = _member_list(models)
+    _check_input(x)
+    default_ce = loss_fn is F.cross_entropy
+    if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
+        check_labels(y, "y", x.shape[0])
+
+    # Differentiate a detached alias (same storage, no copy) so that the caller's tensor never
+    # gains requires_grad.
+    leaf = x if x.requires_grad else x.detach().requires_grad_(True)
+    logits = [model(leaf) for model in members]
+    _check_logits(logits, x.shape[0])
+    if default_ce and y.is_floating_point() and y.shape != logits[0].shape:
+        raise ValueError(
+            f"Expected argument `y` (class probabilities) to have the logits' shape "
+            f"{tuple(logits[0].shape)}, but got shape {tuple(y.shape)}"
+        )
+    losses = [loss_fn(member_logits, y) for member_logits in logits]
+    _check_losses(losses)
+
+    grads = _gradients(losses, leaf, create_graph, "x", lambda k: f"the loss of `models[{k}]`")
+    if finite_check_wanted(grads, None) and not bool(torch.isfinite(grads).all()):
+        raise ValueError(
+            "Expected the members' input gradients to be finite, but they hold NaN or inf; "
+            "check the parameters of `models` and the values of `x` and `y`"
+        )
+    return GradientPenalty(reduce_pairs(grads), torch.stack(logits), torch.stack(losses))
+
+
+def _loss_list(losses: MemberTensors, name: str) -> list[Tensor]:
+    stacked = stack_members(losses, name, min_members=1)
+    check_ndim(stacked, name, 1, "[K] (one scalar loss per member)")
+    check_floating(stacked, name)
+    # Keep the caller's scalars when given a sequence: indexing a stacked copy would work too,
+    # but adds a stack/select pair to every member's backward.
+    return list(losses) if not isinstance(losses, Tensor) else list(stacked.unbind(0))
+
+
+def _gradients(
+    losses: list[Tensor],
+    inputs: Tensor,
+    create_graph: bool,
+    inputs_name: str,
+    describe: Callable[[int], str],
+) -> Tensor:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"Expected argument `{inputs_name}` to be a tensor, but got {type(inputs).__name__}")
+    check_floating(inputs, inputs_name)
+    if not inputs.requires_grad:
+        raise ValueError(
+            f"Expected argument `{inputs_name}` to require grad, but it does not; "
+            f"call {inputs_name}.requires_grad_() before the forward pass that computes the losses"
+        )
+    grads = []
+    # One call per member: a single call on the summed losses would add their gradients up.
+    for k, loss in enumerate(losses):
+        grad = None
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(
+                loss, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True
+            )
+        if grad is None:
+            raise ValueError(
+                f"Expected {describe(k)} to depend on `{inputs_name}`, but it does not (its gradient "
+                f"is undefined); was `{inputs_name}` detached or replaced before that forward pass?"
+            )
+        grads.append(grad)
+    return torch.stack(grads)
+
+
+def _member_list(models: Sequence[nn.Module]) -> list[nn.Module]:
+    if isinstance(models, nn.Module) and not isinstance(models, nn.ModuleList):
+        raise TypeError(
+            f"Expected argument `models` to be a sequence of K >= 2 nn.Module members, but got a "
+            f"single {type(models).__name__}; pass a list (or nn.ModuleList) of the members"
+        )
+    if not isinstance(models, (Sequence, nn.ModuleList)):
+        raise TypeError(
+            f"Expected argument `models` to be a sequence of K >= 2 nn.Module members, but got "
+            f"{type(models).__name__}"
+        )
+    members = list(models)
+    if len(members) < 2:
+        raise ValueError(
+            f"Expected argument `models` to hold at least 2 members (a gradient penalty compares "
+            f"pairs), but got {len(members)}"
+        )
+    for k, member in enumerate(members):
+        if not isinstance(member, nn.Module):
+            raise TypeError(f"Expected every entry of `models` to be an nn.Module, but `models[{k}]` is {type(member).__name__}")
+    return members
+
+
+def _check_input(x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"Expected argument `x` to be a tensor [B, ...], but got {type(x).__name__}")
+    check_min_dim(x, "x", 1, "[B, ...]")
+    check_nonempty(x, "x", 0, "batch")
+    check_floating(x, "x")
+    if finite_check_wanted(x, None):
+        check_finite(x, "x")
+
+
+def _check_logits(logits: list[Tensor], batch: int) -> None:
+    for k, member_logits in enumerate(logits):
+        if not isinstance(member_logits, Tensor):
+            raise TypeError(f"Expected `models[{k}]` to return a tensor [B, L], but it returned {type(member_logits).__name__}")
+        if member_logits.dim() == 0 or member_logits.shape[0] != batch:
+            raise ValueError(
+                f"Expected `models[{k}]` to return logits [B, L] with B={batch} (the batch of `x`), "
+                f"but it returned shape {tuple(member_logits.shape)}"
+            )
+        if member_logits.shape != logits[0].shape:
+            raise ValueError(
+                f"Expected every member of `models` to return logits of one shape, but member 0 "
+                f"returned {tuple(logits[0].shape)} and member {k} returned {tuple(member_logits.shape)}"
+            )
+
+
+def _check_losses(losses: list[Tensor]) -> None:
+    for k, loss in enumerate(losses):
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(
+                f"Expected `loss_fn` to return a scalar tensor (reduce over the batch, e.g. "
+                f"reduction='mean'), but for member {k} it returned {got}"
+            )
+        if not loss.is_floating_point():
+            raise TypeError(f"Expected `loss_fn` to return a floating-point scalar, but for member {k} it returned {loss.dtype}")
