@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ensemble_diversity import PriorityDiversifiedDropout, default_num_intervals
-from ensemble_diversity.pdd import priority_statistics
 
 
 def reference_keep_rates(features: np.ndarray, num_intervals: int, alpha: float, beta: float, statistics: str = "sample") -> np.ndarray:

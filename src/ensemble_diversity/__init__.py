@@ -15,7 +15,7 @@ from .ensemble import Ensemble
 from .ensemble_loss import ensemble_cross_entropy
 from .gal import gal_penalty, gradient_alignment_loss
 from .metrics import ambiguity_entropy, discrimination_score, gradient_angles
-from .pdd import PriorityDiversifiedDropout, PriorityStatistics, default_num_intervals, priority_statistics
+from .pdd import PriorityDiversifiedDropout, PriorityStatistics, default_num_intervals
 
 __all__ = [
     "ADPRegularizer",
@@ -34,6 +34,5 @@ __all__ = [
     "gradient_alignment_loss",
     "gradient_angles",
     "member_input_gradients",
-    "priority_statistics",
 ]
 __version__ = "0.1.0"

@@ -71,7 +71,7 @@ class PriorityStatistics(NamedTuple):
     """``[K, B, C]`` float32 (float64 for float64 features): eq. 2's keep probability of every unit."""
 
 
-def priority_statistics(
+def _priority_statistics(
     features: Tensor,
     num_intervals: int,
     alpha: float,
@@ -271,7 +271,7 @@ class PriorityDiversifiedDropout(nn.Module):
         Deterministic, and the same in training and eval mode; it does not touch
         :attr:`priority_counts`.
         """
-        return priority_statistics(
+        return _priority_statistics(
             self._validated(features),
             self.num_intervals,
             self.alpha,
@@ -296,7 +296,7 @@ class PriorityDiversifiedDropout(nn.Module):
 
     def _sample_mask(self, features: Tensor) -> Tensor:
         """A keep mask ``[K, B, C]`` in ``features.dtype``, rescaled if asked; counts the priorities."""
-        stats = priority_statistics(
+        stats = _priority_statistics(
             features,
             self.num_intervals,
             self.alpha,
