@@ -124,3 +124,33 @@ def check_label_range(targets: Tensor, name: str, num_classes: int) -> None:
             f"Expected argument `{name}` to hold class indices in [0, {num_classes}), but got values "
             f"from {int(targets.min())} to {int(targets.max())}"
         )
+
+
+def check_member_logits(
+    member_logits: MemberTensors,
+    targets: Tensor,
+    *,
+    min_members: int,
+    min_classes: int = 1,
+    finite: bool | None = None,
+) -> Tensor:
+    """Validate members' outputs ``[K, B, L]`` with their class-index ``targets`` ``[B]``.
+
+    ``finite`` is the caller's ``check_finite`` setting (see :func:`finite_check_wanted`).
+
+    Returns:
+        ``member_logits`` stacked to ``[K, B, L]``.
+    """
+    logits = stack_members(member_logits, "member_logits", min_members=min_members)
+    check_ndim(logits, "member_logits", 3, "[K, B, L] (members, batch, classes)")
+    check_floating(logits, "member_logits")
+    check_nonempty(logits, "member_logits", 1, "batch")
+    if logits.shape[2] < min_classes:
+        raise ValueError(
+            f"Expected argument `member_logits` to have at least {min_classes} classes, but got shape {tuple(logits.shape)}"
+        )
+    check_labels(targets, "targets", logits.shape[1])
+    if finite_check_wanted(logits, finite):
+        check_finite(logits, "member_logits")
+        check_label_range(targets, "targets", logits.shape[2])
+    return logits

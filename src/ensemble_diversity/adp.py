@@ -32,17 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ensemble_diversity._checks import (
-    MemberTensors,
-    check_finite as _raise_if_not_finite,
-    check_floating,
-    check_label_range,
-    check_labels,
-    check_ndim,
-    check_nonempty,
-    finite_check_wanted,
-    stack_members,
-)
+from ensemble_diversity._checks import MemberTensors, check_member_logits
 
 __all__ = ["ADPRegularizer", "adp_regularizer"]
 
@@ -113,24 +103,12 @@ def adp_regularizer(
         >>> round(out.ensemble_entropy.item(), 4), round(out.log_det.item(), 4)
         (0.9585, -1.0021)
     """
-    logits = stack_members(member_logits, "member_logits", min_members=2)
-    check_ndim(logits, "member_logits", 3, "[K, B, L]")
-    check_floating(logits, "member_logits")
-    check_nonempty(logits, "member_logits", 1, "batch")
+    logits = check_member_logits(member_logits, targets, min_members=2, min_classes=2, finite=check_finite)
     num_members, batch, num_classes = logits.shape
-    if num_classes < 2:
-        raise ValueError(
-            "Expected argument `member_logits` to have L >= 2 classes (ADP removes the true label "
-            f"and needs at least one class left), but got shape {tuple(logits.shape)}"
-        )
-    check_labels(targets, "targets", batch)
     _check_weight(alpha, "alpha", allow_zero=True)
     _check_weight(beta, "beta", allow_zero=True)
     _check_weight(log_det_offset, "log_det_offset", allow_zero=False)
     _check_weight(log_offset, "log_offset", allow_zero=False)
-    if finite_check_wanted(logits, check_finite):
-        _raise_if_not_finite(logits, "member_logits")
-        check_label_range(targets, "targets", num_classes)
 
     probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     mean_probs = probs.mean(dim=0)  # [B, L]

@@ -11,17 +11,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from ensemble_diversity._checks import (
-    MemberTensors,
-    check_finite as _raise_if_not_finite,
-    check_floating,
-    check_label_range,
-    check_labels,
-    check_ndim,
-    check_nonempty,
-    finite_check_wanted,
-    stack_members,
-)
+from ensemble_diversity._checks import MemberTensors, check_member_logits
 
 __all__ = ["ensemble_cross_entropy"]
 
@@ -72,16 +62,8 @@ def ensemble_cross_entropy(
         raise ValueError(
             f"Expected argument `member_reduction` to be one of {list(_MEMBER_REDUCTIONS)}, but got {member_reduction!r}"
         )
-    logits = stack_members(member_logits, "member_logits", min_members=1)
-    check_ndim(logits, "member_logits", 3, "[K, B, L]")
-    check_floating(logits, "member_logits")
-    check_nonempty(logits, "member_logits", 1, "batch")
-    check_nonempty(logits, "member_logits", 2, "class")
+    logits = check_member_logits(member_logits, targets, min_members=1, finite=check_finite)
     num_members, batch, num_classes = logits.shape
-    check_labels(targets, "targets", batch)
-    if finite_check_wanted(logits, check_finite):
-        _raise_if_not_finite(logits, "member_logits")
-        check_label_range(targets, "targets", num_classes)
 
     # One call over all K * B rows; the batch mean of each member is then a mean over axis 1.
     per_sample = F.cross_entropy(

@@ -22,8 +22,7 @@ from ensemble_diversity._checks import (
     MemberTensors,
     check_finite as _raise_if_not_finite,
     check_floating,
-    check_label_range,
-    check_labels,
+    check_member_logits,
     check_min_dim,
     check_ndim,
     check_nonempty,
@@ -64,16 +63,8 @@ def ambiguity_entropy(member_logits: MemberTensors, targets: Tensor, *, check_fi
         >>> ambiguity_entropy(logits, torch.tensor([0, 0, 0]))  # l = 3, 1, 2
         tensor(0.6667)
     """
-    logits = stack_members(member_logits, "member_logits", min_members=2)
-    check_ndim(logits, "member_logits", 3, "[K, N, L]")
-    check_floating(logits, "member_logits")
-    check_nonempty(logits, "member_logits", 1, "sample")
-    check_nonempty(logits, "member_logits", 2, "class")
-    num_members, num_samples, num_classes = logits.shape
-    check_labels(targets, "targets", num_samples)
-    if finite_check_wanted(logits, check_finite):
-        _raise_if_not_finite(logits, "member_logits")
-        check_label_range(targets, "targets", num_classes)
+    logits = check_member_logits(member_logits, targets, min_members=2, finite=check_finite)
+    num_members = logits.shape[0]
 
     num_correct = (logits.argmax(dim=-1) == targets.to(logits.device)).sum(dim=0)  # [N]
     minority = torch.minimum(num_correct, num_members - num_correct)
