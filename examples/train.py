@@ -1,0 +1,240 @@
+"""Train deep ensembles with and without PDD + DEG on digits and compare them.
+
+    PYTHONPATH=src python examples/train.py                      # baseline vs pdd+deg, K=3
+    PYTHONPATH=src python examples/train.py --methods baseline,adp,pdd,deg,pdd+deg
+    PYTHONPATH=src python examples/train.py --resume runs/<run>  # continue an interrupted run
+
+Every method trains K members simultaneously with the same seed, split and initial weights
+(Huang et al., AAAI 2021: eq. 1 for the baseline, Algorithm 1 / eq. 2 for PDD, eqs. 3-4 for
+DEG, ADP as the peer baseline); the kept model is the epoch with the best validation accuracy.
+The table compares clean test accuracy and the paper's diversity measures (eq. 5, eq. 6 /
+Fig. 2, Fig. 3). The run directory holds the config, library versions, per-epoch metrics,
+checkpoints, the kept models and the results (see ``ed_examples/run_dir.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ed_examples.data import DATASETS, digits_splits
+from ed_examples.evaluation import comparison, evaluate
+from ed_examples.members import DESCRIPTION
+from ed_examples.methods import METHODS, Weights, parse_methods
+from ed_examples.run_dir import (
+    CONFIG,
+    RESULTS,
+    create_run_dir,
+    library_versions,
+    load_json,
+    model_path,
+    save_json,
+    save_torch,
+)
+from ed_examples.training import Recipe, train_method
+
+from ensemble_diversity.ensemble import Ensemble
+
+DEFAULT_METHODS = "baseline,pdd+deg"
+DEFAULT_EPOCHS = 30
+SESSION_FLAGS = ("resume", "stop_after_epochs")
+"""Flags that steer one session, not the run: they are not part of the stored config."""
+
+
+def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The command line; with ``suppress_defaults`` only the flags actually given are parsed into the namespace."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress_defaults else value
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--methods", default=default(DEFAULT_METHODS), help=f"comma-separated, from {list(METHODS)} (default: %(default)s)")
+    run.add_argument("--dataset", default=default("digits"), choices=DATASETS, help="embedded data set, no download (default: %(default)s)")
+    run.add_argument("--members", type=int, default=default(3), help="ensemble size K >= 2 (default: %(default)s)")
+    run.add_argument("--width", type=int, default=default(128), help="units of each member's penultimate layer, where PDD acts (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=default(0), help="data split, initial weights, batch order, dropout masks (default: %(default)s)")
+    run.add_argument("--device", default=default("cpu"), choices=("cpu", "cuda"), help="(default: %(default)s)")
+    run.add_argument("--run-dir", type=Path, default=default(None), help="a new or empty directory for the run's files (default: runs/<timestamp>-<methods>)")
+    run.add_argument("--resume", type=Path, default=default(None), metavar="RUN_DIR", help="continue that run from its last completed epoch, with its stored flags")
+    run.add_argument("--stop-after-epochs", type=int, default=default(None), metavar="N", help="stop this session after N epochs (all methods together); continue with --resume")
+    run.add_argument("--max-batches", type=int, default=default(None), metavar="N", help="train on at most N batches per epoch, for smoke tests (default: all)")
+
+    recipe = parser.add_argument_group("optimisation (the authors' recipe, SGD)")
+    recipe.add_argument("--epochs", type=int, default=default(DEFAULT_EPOCHS), help="(default: %(default)s)")
+    recipe.add_argument("--batch-size", type=int, default=default(64), help="(default: %(default)s)")
+    recipe.add_argument("--lr", type=float, default=default(0.02), help="learning rate, cosine-annealed per epoch (default: %(default)s)")
+    recipe.add_argument("--min-lr", type=float, default=default(1e-4), help="learning rate the cosine reaches at the end (default: %(default)s)")
+    recipe.add_argument("--momentum", type=float, default=default(0.9), help="(default: %(default)s)")
+    recipe.add_argument("--weight-decay", type=float, default=default(5e-4), help="(default: %(default)s)")
+    recipe.add_argument("--ce-reduction", default=default("mean"), choices=("mean", "sum"), help="members' CE: mean (the authors' code) or sum (eq. 1 as written) (default: %(default)s)")
+
+    method = parser.add_argument_group("regularisers")
+    method.add_argument("--alpha", type=float, default=default(0.9), help="PDD keep rate in a member's priority interval, eq. 2 (default: %(default)s)")
+    method.add_argument("--beta", type=float, default=default(0.1), help="PDD keep-rate scale outside it, eq. 2 (default: %(default)s)")
+    method.add_argument("--pdd-rescale", action="store_true", default=default(False), help="inverted dropout: divide kept units by their keep rate (the authors' code does not)")
+    method.add_argument("--num-intervals", type=int, default=default(None), help="PDD intervals M > K (default: the library's, M=10 for K=3)")
+    method.add_argument("--deg-lambda", type=float, default=default(0.01), help="DEG weight lambda, eq. 4 (default: %(default)s)")
+    method.add_argument("--adp-alpha", type=float, default=default(2.0), help="ADP ensemble-entropy weight (default: %(default)s)")
+    method.add_argument("--adp-beta", type=float, default=default(0.5), help="ADP log-det weight (default: %(default)s)")
+    return parser
+
+
+def parse_flags(argv: list[str]) -> dict[str, Any]:
+    """Resolved flags; with ``--resume``, the stored run's flags, refusing any given flag that differs."""
+    parser = build_parser()
+    flags = vars(parser.parse_args(argv))
+    if flags["resume"] is not None:
+        flags = _resumed_flags(parser, flags, vars(build_parser(suppress_defaults=True).parse_args(argv)))
+    try:
+        _check_flags(flags)
+    except ValueError as error:
+        parser.error(str(error))
+    return flags
+
+
+def _resumed_flags(parser: argparse.ArgumentParser, flags: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    run_dir = flags["resume"]
+    if not (run_dir / CONFIG).exists():
+        parser.error(f"--resume: {str(run_dir)!r} is not a run directory (it has no {CONFIG})")
+    config = load_json(run_dir / CONFIG)
+    stored = {**config["flags"], "run_dir": str(run_dir)}
+    given = _run_flags(given)
+    differing = [key for key, value in given.items() if stored.get(key) != value]
+    if differing:
+        detail = "; ".join(f"--{key.replace('_', '-')} is {stored.get(key)!r} in the run, {given[key]!r} here" for key in differing)
+        parser.error(f"--resume: the config differs from the run being resumed ({detail}); start a new run instead")
+    if config["versions"] != library_versions():
+        print(f"note: resuming with other library versions than the run started with: {config['versions']} then, {library_versions()} now")
+    return {**stored, "run_dir": run_dir, **{key: flags[key] for key in SESSION_FLAGS}}
+
+
+def _run_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags that define the run, as stored in config.json (paths as strings)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in flags.items() if key not in SESSION_FLAGS}
+
+
+def _check_flags(flags: dict[str, Any]) -> None:
+    """Raise ValueError naming the flag for values argparse's types cannot rule out."""
+    parse_methods(flags["methods"])
+    if flags["members"] < 2:
+        raise ValueError(f"Expected --members (K) to be an integer >= 2 (an ensemble), but got {flags['members']}")
+    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs"):
+        if flags[key] is not None and flags[key] < 1:
+            raise ValueError(f"Expected --{key.replace('_', '-')} to be >= 1, but got {flags[key]}")
+    for key in ("alpha", "beta"):
+        if not 0.0 <= flags[key] <= 1.0:
+            raise ValueError(f"Expected --{key} to be in [0, 1] (a keep rate of eq. 2), but got {flags[key]}")
+    if flags["num_intervals"] is not None and flags["num_intervals"] <= flags["members"]:
+        raise ValueError(f"Expected --num-intervals to exceed --members (M > K), but got {flags['num_intervals']} and {flags['members']}")
+    if flags["device"] == "cuda" and not torch.cuda.is_available():
+        raise ValueError("Expected --device cuda to find a CUDA device, but torch.cuda.is_available() is False; use --device cpu")
+
+
+def _recipe(flags: dict[str, Any]) -> Recipe:
+    return Recipe(
+        num_members=flags["members"],
+        width=flags["width"],
+        epochs=flags["epochs"],
+        batch_size=flags["batch_size"],
+        lr=flags["lr"],
+        min_lr=flags["min_lr"],
+        momentum=flags["momentum"],
+        weight_decay=flags["weight_decay"],
+        alpha=flags["alpha"],
+        beta=flags["beta"],
+        pdd_rescale=flags["pdd_rescale"],
+        num_intervals=flags["num_intervals"],
+        weights=Weights(flags["ce_reduction"], flags["deg_lambda"], flags["adp_alpha"], flags["adp_beta"]),
+        seed=flags["seed"],
+        max_batches=flags["max_batches"],
+    )
+
+
+def _open_run_dir(flags: dict[str, Any], argv: list[str]) -> Path:
+    """The run directory: the resumed one as it is, or a new one with ``config.json`` written."""
+    if flags["resume"] is not None:
+        return flags["run_dir"]
+    if flags["run_dir"] is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        flags["run_dir"] = Path("runs") / f"{stamp}-{flags['methods'].replace(',', '_')}"
+    run_dir = create_run_dir(flags["run_dir"])
+    save_json(run_dir / CONFIG, {"flags": _run_flags(flags), "versions": library_versions(), "argv": argv})
+    return run_dir
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The comparison table as printed (and stored in results.json)."""
+    header = f"{'method':<10} {'test acc %':>10} {'E (eq.5)':>9} {'L_F (eq.6)':>11} {'angle deg':>10} {'train s':>8} {'best ep':>8}"
+    lines = [header, "-" * len(header)]
+    for name, row in results["methods"].items():
+        lines.append(
+            f"{name:<10} {100 * row['test_accuracy']:>10.2f} {row['ambiguity_entropy']:>9.4f} "
+            f"{row['discrimination_score']:>11.4f} {row['gradient_angle_degrees']:>10.2f} "
+            f"{row['train_seconds']:>8.1f} {row['best_epoch']:>8d}"
+        )
+    lines.append(
+        f"E and accuracy over all {results['test_images']} test images; L_F and angle over the "
+        f"{results['images_correct_for_all_methods']} classified correctly by every method (as in Figs. 2-3)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the command; returns the results (as in results.json), or None when the session stopped early."""
+    argv = sys.argv[1:] if argv is None else argv
+    flags = parse_flags(argv)
+    run_dir = _open_run_dir(flags, argv)
+    if (run_dir / RESULTS).exists():
+        results = load_json(run_dir / RESULTS)
+        print(f"{run_dir} is complete; its results:\n{format_table(results)}")
+        return results
+
+    device = torch.device(flags["device"])
+    recipe = _recipe(flags)
+    splits = digits_splits(flags["seed"], device)
+    print(f"run directory: {run_dir}")
+    print(f"members: K={recipe.num_members} {DESCRIPTION.format(width=recipe.width)}")
+
+    budget = flags["stop_after_epochs"]
+    trained = {}
+    for name in parse_methods(flags["methods"]):
+        try:
+            method = train_method(name, recipe, splits, run_dir, device, epoch_budget=budget)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; continue with: python {__file__} --resume {run_dir}")
+            raise SystemExit(130) from None
+        if method is None:
+            print(f"stopped after --stop-after-epochs; continue with: python {__file__} --resume {run_dir}")
+            return None
+        if budget is not None:
+            budget -= method.epochs_run
+        trained[name] = method
+        if not model_path(run_dir, name).exists():
+            save_torch(
+                model_path(run_dir, name),
+                {
+                    "ensemble": Ensemble(method.members).state_dict(),
+                    "members": recipe.num_members,
+                    "width": recipe.width,
+                    "best_epoch": method.best_epoch,
+                    "val_accuracy": method.val_accuracy,
+                },
+            )
+
+    results = comparison({name: evaluate(method.members, splits.test) for name, method in trained.items()})
+    for name, method in trained.items():
+        results["methods"][name].update(
+            train_seconds=method.train_seconds, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy
+        )
+    save_json(run_dir / RESULTS, results)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

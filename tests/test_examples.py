@@ -1,0 +1,255 @@
+"""The main command, ``examples/train.py``: every method trains, the run directory is complete,
+bad flags are refused, and ``--resume`` continues an interrupted run exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+if str(EXAMPLES) not in sys.path:  # train.py imports its helpers as `ed_examples`
+    sys.path.insert(0, str(EXAMPLES))
+
+from ed_examples.evaluation import Evaluation, comparison
+from ed_examples.members import build_members
+from ed_examples.methods import METHODS, member_cross_entropies, parse_methods
+from ed_examples.run_dir import save_json
+
+from ensemble_diversity.ensemble import Ensemble
+
+_spec = importlib.util.spec_from_file_location("examples_train", EXAMPLES / "train.py")
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
+
+FAST = ["--max-batches", "2", "--width", "16"]
+
+
+def run(run_dir: Path, *flags: str):
+    return train.main(["--run-dir", str(run_dir), *FAST, *flags])
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def load_ensemble(path: Path, num_members: int = 3) -> Ensemble:
+    saved = torch.load(path, weights_only=True)
+    ensemble = Ensemble(build_members(num_members, saved["width"], 10))
+    ensemble.load_state_dict(saved["ensemble"])
+    return ensemble
+
+
+def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
+    methods = list(METHODS)
+    results = run(tmp_path, "--epochs", "1", "--methods", ",".join(methods))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["config.json", "metrics.jsonl", "results.json"]
+        + [f"checkpoint-{m}.pt" for m in methods]
+        + [f"model-{m}.pt" for m in methods]
+    )
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["flags"]["methods"] == ",".join(methods)
+    assert config["flags"]["seed"] == 0 and config["flags"]["epochs"] == 1
+    assert set(config["versions"]) == {"python", "torch", "numpy", "scikit-learn", "ensemble_diversity"}
+
+    records = lines(tmp_path / "metrics.jsonl")
+    assert [r["method"] for r in records] == methods
+    for record in records:
+        assert set(record) == {"method", "epoch", "loss", "penalty", "train_accuracy", "val_accuracy", "lr", "seconds"}
+        assert record["epoch"] == 1 and record["lr"] == 0.02
+        assert 0.0 <= record["train_accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
+    penalty = {r["method"]: r["penalty"] for r in records}
+    assert penalty["baseline"] == 0.0 and penalty["pdd"] == 0.0
+    assert penalty["adp"] != 0.0
+    for name in ("deg", "pdd+deg"):  # eq. 3 with K=3: a sum of 3 cosines
+        assert penalty[name] != 0.0 and -3.0 <= penalty[name] <= 3.0
+
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert list(results["methods"]) == methods
+    for row in results["methods"].values():
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert 0.0 <= row["ambiguity_entropy"] <= 1.0
+        assert row["best_epoch"] == 1
+    for name in methods:
+        ensemble = load_ensemble(tmp_path / f"model-{name}.pt").eval()
+        assert ensemble(torch.rand(4, 1, 8, 8)).shape == (4, 10)
+
+    out = capsys.readouterr().out
+    assert "ResNet-18" in out
+    assert all(name in out for name in methods)
+
+
+def test_same_seed_gives_every_method_the_same_initial_members(tmp_path):
+    # baseline and deg differ only by lambda * L_g: with lambda 0 they must train identically.
+    run(tmp_path, "--epochs", "1", "--methods", "baseline,deg", "--deg-lambda", "0")
+    baseline = torch.load(tmp_path / "model-baseline.pt", weights_only=True)["ensemble"]
+    deg = torch.load(tmp_path / "model-deg.pt", weights_only=True)["ensemble"]
+    for key, value in baseline.items():
+        assert torch.allclose(value.float(), deg[key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--methods", "baseline,dropout"], "--methods"),
+        (["--methods", "baseline,baseline"], "--methods"),
+        (["--dataset", "cifar100"], "--dataset"),
+        (["--members", "1"], "--members"),
+        (["--num-intervals", "3"], "--num-intervals"),
+        (["--alpha", "1.5"], "--alpha"),
+        (["--epochs", "0"], "--epochs"),
+    ],
+)
+def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, flags, named):
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path / "run", *flags)
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_error_lists_the_methods():
+    with pytest.raises(ValueError, match="--methods") as error:
+        parse_methods("baseline,gal")
+    assert all(name in str(error.value) for name in METHODS)
+
+
+def test_dataset_error_lists_the_supported_values(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--dataset", "mnist")
+    assert "digits" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_device_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--device", "cuda")
+    assert "--device" in capsys.readouterr().err
+
+
+def test_a_new_run_never_writes_into_an_earlier_one(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match="--run-dir"):
+        run(tmp_path, "--epochs", "1")
+    assert (tmp_path / "results.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    # 3 epochs, so that a scheduler restarted from scratch would show in the last epoch's lr.
+    flags = ["--epochs", "3", "--methods", "baseline,pdd+deg"]
+    whole = run(tmp_path / "whole", *flags)
+
+    split_dir = tmp_path / "split"
+    # 4 epochs: all of baseline, the first of pdd+deg.
+    assert run(split_dir, *flags, "--stop-after-epochs", "4") is None
+    config = (split_dir / "config.json").read_bytes()
+    done = [("baseline", 1), ("baseline", 2), ("baseline", 3), ("pdd+deg", 1)]
+    assert [(r["method"], r["epoch"]) for r in lines(split_dir / "metrics.jsonl")] == done
+    assert not (split_dir / "results.json").exists()
+    assert not (split_dir / "model-pdd+deg.pt").exists()
+    assert torch.load(split_dir / "checkpoint-pdd+deg.pt", weights_only=True)["epoch"] == 1
+
+    resumed = train.main(["--resume", str(split_dir)])
+
+    assert (split_dir / "config.json").read_bytes() == config
+    records = lines(split_dir / "metrics.jsonl")
+    assert [(r["method"], r["epoch"]) for r in records] == done + [("pdd+deg", 2), ("pdd+deg", 3)]
+    assert torch.load(split_dir / "checkpoint-pdd+deg.pt", weights_only=True)["epoch"] == 3
+    # Model, optimizer, scheduler and RNG states restored: the same numbers as one session.
+    for whole_record, record in zip(lines(tmp_path / "whole" / "metrics.jsonl"), records):
+        assert {k: v for k, v in record.items() if k != "seconds"} == {k: v for k, v in whole_record.items() if k != "seconds"}
+    for name in ("baseline", "pdd+deg"):
+        a = load_ensemble(tmp_path / "whole" / f"model-{name}.pt").state_dict()
+        b = load_ensemble(split_dir / f"model-{name}.pt").state_dict()
+        assert all(torch.equal(a[key], b[key]) for key in a)
+        assert resumed["methods"][name]["test_accuracy"] == whole["methods"][name]["test_accuracy"]
+    pdd_state = [torch.load(d / "checkpoint-pdd+deg.pt", weights_only=True)["pdd"] for d in (tmp_path / "whole", split_dir)]
+    assert torch.equal(pdd_state[0]["priority_counts"], pdd_state[1]["priority_counts"])
+
+
+def test_resume_appends_an_epoch_the_log_missed(tmp_path):
+    run(tmp_path, "--epochs", "2", "--methods", "pdd", "--stop-after-epochs", "1")
+    (tmp_path / "metrics.jsonl").write_text("")  # as if killed between checkpoint and log line
+    train.main(["--resume", str(tmp_path)])
+    assert [r["epoch"] for r in lines(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_resume_refuses_a_different_config(tmp_path, capsys):
+    run(tmp_path, "--epochs", "2", "--methods", "baseline", "--stop-after-epochs", "1")
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tmp_path), "--epochs", "3"])
+    assert "--epochs" in capsys.readouterr().err
+    assert [r["epoch"] for r in lines(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+    results = run(tmp_path, "--epochs", "1", "--methods", "baseline")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert train.main(["--resume", str(tmp_path)]) == results
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_resume_needs_a_run_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--resume", str(tmp_path)])
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_progress_uses_tqdm_when_installed(tmp_path, monkeypatch):
+    bars = []
+
+    class FakeBar:
+        def __init__(self, total, initial, desc, unit):
+            self.desc, self.total, self.updates, self.postfix, self.closed = desc, total, 0, None, False
+            bars.append(self)
+
+        def set_postfix(self, values, refresh):
+            self.postfix = values
+
+        def update(self, count):
+            self.updates += count
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeBar))
+    run(tmp_path, "--epochs", "2", "--methods", "deg")
+    (bar,) = bars
+    assert (bar.desc, bar.total, bar.updates, bar.closed) == ("deg", 2, 2, True)
+    assert set(bar.postfix) == {"loss", "penalty", "train_acc", "val_acc"}
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "results.json"
+    save_json(path, {"ok": 1})
+    with pytest.raises(TypeError):
+        save_json(path, {"not json": object()})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_member_cross_entropies_match_a_loop_over_members():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 5, 10), torch.randint(0, 10, (5,))
+    expected = torch.stack([torch.nn.functional.cross_entropy(member, labels) for member in logits])
+    assert torch.allclose(member_cross_entropies(logits, labels, "mean"), expected)
+    assert torch.allclose(member_cross_entropies(logits, labels, "sum"), 5 * expected)
+
+
+def test_comparison_scores_every_method_on_the_images_all_classify_correctly():
+    def evaluation(correct, value):
+        correct = torch.tensor(correct)
+        return Evaluation(0.5, 0.1, correct, torch.full((4,), value) + torch.arange(4.0), torch.arange(4.0) * value)
+
+    table = comparison({"a": evaluation([True, True, False, True], 1.0), "b": evaluation([True, False, True, True], 2.0)})
+    assert (table["test_images"], table["images_correct_for_all_methods"]) == (4, 2)  # images 0 and 3
+    assert table["methods"]["a"]["discrimination_score"] == (1.0 + 4.0) / 2
+    assert table["methods"]["b"]["gradient_angle_degrees"] == (0.0 + 6.0) / 2
