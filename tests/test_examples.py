@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -253,3 +257,34 @@ def test_comparison_scores_every_method_on_the_images_all_classify_correctly():
     assert (table["test_images"], table["images_correct_for_all_methods"]) == (4, 2)  # images 0 and 3
     assert table["methods"]["a"]["discrimination_score"] == (1.0 + 4.0) / 2
     assert table["methods"]["b"]["gradient_angle_degrees"] == (0.0 + 6.0) / 2
+
+
+def test_a_run_killed_mid_epoch_resumes_and_loses_at_most_that_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--methods", "pdd+deg", "--epochs", "4", "--width", "16"]
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "train.py"), "--run-dir", str(run_dir), *flags],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        # kill right after the first epoch is logged: the second is then under way
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no epoch completed within 120 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    completed_before = len(lines(metrics))
+    assert 1 <= completed_before < 4
+
+    train.main(["--resume", str(run_dir)])
+    epochs = [record["epoch"] for record in lines(metrics)]
+    assert epochs == [1, 2, 3, 4]  # every epoch once: none lost, none repeated
+    load_ensemble(run_dir / "model-pdd+deg.pt")(torch.rand(2, 1, 8, 8))
