@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from ensemble_diversity.adp import adp_regularizer
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients
-from ensemble_diversity.ensemble_loss import ensemble_cross_entropy
 from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
 from .members import member_outputs
@@ -86,11 +85,13 @@ def training_objective(
     # leaf that requires grad before the forward pass.
     inputs = images.detach().requires_grad_(True) if method.deg else images
     logits = member_outputs(members, inputs, pdd).logits
-    loss = ensemble_cross_entropy(logits, labels, member_reduction=weights.ce_reduction)
+    # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
+    member_losses = member_cross_entropies(logits, labels, "mean")
+    loss = member_losses.mean() if weights.ce_reduction == "mean" else member_losses.sum()
     penalty = loss.new_zeros(())
     if method.deg:
         # g_k = dL_CE(y_k, y)/dx of Algorithm 2, one gradient per member.
-        grads = member_input_gradients(member_cross_entropies(logits, labels, "mean"), inputs)
+        grads = member_input_gradients(member_losses, inputs)
         penalty = dispersed_gradient_loss(grads)
         loss = loss + weights.deg_lambda * penalty
     if method.adp:

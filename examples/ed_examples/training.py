@@ -155,25 +155,28 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
     images, labels = splits.train
     order = torch.randperm(len(labels), generator=state.batch_order).to(labels.device)
     batches = order.split(recipe.batch_size)[: recipe.max_batches]
-    loss_sum = penalty_sum = 0.0
-    correct = seen = 0
+    # Running sums stay on the device: reading them back every batch would stall a GPU.
+    loss_sum = torch.zeros((), device=labels.device)
+    penalty_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=labels.device)
+    seen = 0
     for batch in batches:
         objective = training_objective(method, state.members, state.pdd, images[batch], labels[batch], recipe.weights)
         state.optimizer.zero_grad(set_to_none=True)
         objective.loss.backward()
         state.optimizer.step()
         size = len(batch)
-        loss_sum += objective.loss.item() * size
-        penalty_sum += objective.penalty.item() * size
-        correct += int(ensemble_correct(objective.logits, labels[batch]).sum())
+        loss_sum += objective.loss.detach() * size
+        penalty_sum += objective.penalty * size
+        correct += ensemble_correct(objective.logits, labels[batch]).sum()
         seen += size
     state.scheduler.step()
     return {
         "method": name,
         "epoch": epoch,
-        "loss": loss_sum / seen,
-        "penalty": penalty_sum / seen,
-        "train_accuracy": correct / seen,
+        "loss": loss_sum.item() / seen,
+        "penalty": penalty_sum.item() / seen,
+        "train_accuracy": correct.item() / seen,
         "val_accuracy": validation_accuracy(state.members, splits.validation),
         "lr": lr,
         "seconds": time.perf_counter() - start,
