@@ -17,8 +17,6 @@ import pytest
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-if str(EXAMPLES) not in sys.path:  # train.py imports its helpers as `ed_examples`
-    sys.path.insert(0, str(EXAMPLES))
 
 from ed_examples.evaluation import Evaluation, comparison
 from ed_examples.members import build_members
