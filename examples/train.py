@@ -79,6 +79,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     method.add_argument("--pdd-rescale", action="store_true", default=default(False), help="inverted dropout: divide kept units by their keep rate (the authors' code does not)")
     method.add_argument("--num-intervals", type=int, default=default(None), help="PDD intervals M > K (default: the library's, M=10 for K=3)")
     method.add_argument("--deg-lambda", type=float, default=default(0.01), help="DEG weight lambda, eq. 4 (default: %(default)s)")
+    method.add_argument("--gal-lambda", type=float, default=default(0.5), help="GAL weight (DVERGE's re-implementation of GAL) (default: %(default)s)")
     method.add_argument("--adp-alpha", type=float, default=default(2.0), help="ADP ensemble-entropy weight (default: %(default)s)")
     method.add_argument("--adp-beta", type=float, default=default(0.5), help="ADP log-det weight (default: %(default)s)")
     return parser
@@ -110,7 +111,8 @@ def _resumed_flags(parser: argparse.ArgumentParser, flags: dict[str, Any], given
         parser.error(f"--resume: the config differs from the run being resumed ({detail}); start a new run instead")
     if config["versions"] != library_versions():
         print(f"note: resuming with other library versions than the run started with: {config['versions']} then, {library_versions()} now")
-    return {**stored, "run_dir": run_dir, **{key: flags[key] for key in SESSION_FLAGS}}
+    # Flags added after the run started take their defaults.
+    return {**flags, **stored, "run_dir": run_dir, **{key: flags[key] for key in SESSION_FLAGS}}
 
 
 def _run_flags(flags: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +151,7 @@ def _recipe(flags: dict[str, Any]) -> Recipe:
         beta=flags["beta"],
         pdd_rescale=flags["pdd_rescale"],
         num_intervals=flags["num_intervals"],
-        weights=Weights(flags["ce_reduction"], flags["deg_lambda"], flags["adp_alpha"], flags["adp_beta"]),
+        weights=Weights(flags["ce_reduction"], flags["deg_lambda"], flags["adp_alpha"], flags["adp_beta"], flags["gal_lambda"]),
         seed=flags["seed"],
         max_batches=flags["max_batches"],
     )

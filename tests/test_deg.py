@@ -19,7 +19,9 @@ from ensemble_diversity.deg import (
     deg_penalty,
     dispersed_gradient_loss,
     member_input_gradients,
+    member_inputs,
 )
+from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
 EPS = 1e-12
 
@@ -250,6 +252,91 @@ def test_member_input_gradients_reject_loss_without_input():
         member_input_gradients([(x * w).sum(), w.sum()], x)
     with pytest.raises(ValueError, match="member 0"):
         member_input_gradients([torch.tensor(1.0), x.sum()], x)
+
+
+# ---------------------------------------------------------------------------------------------
+# member_inputs + per_member=True: one backward pass, the same gradients as one pass per member
+
+
+def _split_members(num_members: int, seed: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    torch.manual_seed(seed)
+    bodies = [nn.Sequential(nn.Linear(6, 5), nn.Tanh()) for _ in range(num_members)]
+    heads = [nn.Linear(5, 3) for _ in range(num_members)]
+    return bodies, heads
+
+
+@settings(max_examples=15, deadline=None)
+@given(num_members=st.integers(2, 4), batch=st.integers(1, 5), seed=st.integers(0, 2**16), with_pdd=st.booleans())
+def test_per_member_inputs_give_the_shared_input_gradients(num_members, batch, seed, with_pdd):
+    """Losses entangled in one stacked cross-entropy (the costly case for one pass per member),
+    PDD between bodies and heads or not: both modes give the same [K, B, ...] gradients."""
+    bodies, heads = _split_members(num_members, seed)
+    pdd = PriorityDiversifiedDropout(num_members, num_members + 2) if with_pdd else None
+    x = torch.randn(batch, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (batch,))
+    for module in [*bodies, *heads]:
+        module.double()
+
+    def losses_for(member_input: list[torch.Tensor]) -> torch.Tensor:
+        features = torch.stack([body(xk) for body, xk in zip(bodies, member_input)])
+        if pdd is not None:
+            torch.manual_seed(seed)  # the same keep mask in both modes
+            features = pdd(features)
+        logits = torch.stack([head(f) for head, f in zip(heads, features)])
+        per_sample = F.cross_entropy(logits.flatten(0, 1), y.repeat(num_members), reduction="none")
+        return per_sample.view(num_members, batch).mean(dim=1)
+
+    shared = x.clone().requires_grad_(True)
+    expected = member_input_gradients(losses_for([shared] * num_members), shared)
+    inputs = member_inputs(x, num_members)
+    got = member_input_gradients(losses_for(list(inputs)), inputs, per_member=True)
+    assert got.shape == (num_members, batch, 6)
+    torch.testing.assert_close(got, expected)
+
+
+def test_per_member_gradients_keep_the_graph_for_double_backprop():
+    bodies, heads = _split_members(3, 0)
+    inputs = member_inputs(torch.randn(4, 6), 3)
+    losses = torch.stack([head(body(xk)).logsumexp(-1).mean() for body, head, xk in zip(bodies, heads, inputs)])
+    assert not member_input_gradients(losses, inputs, per_member=True, create_graph=False).requires_grad
+    grads = member_input_gradients(losses, inputs, per_member=True)
+    dispersed_gradient_loss(grads).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in bodies[0].parameters())
+
+
+def test_member_inputs_are_views_and_leave_x_alone():
+    x = torch.randn(3, 2)
+    inputs = member_inputs(x, 4)
+    assert inputs.shape == (4, 3, 2) and inputs.requires_grad and inputs.is_leaf
+    assert inputs.data_ptr() == x.data_ptr() and not x.requires_grad
+    # An x that requires grad (output of a trainable module) still receives gradients.
+    w = torch.randn(2, requires_grad=True)
+    upstream = x * w
+    through = member_inputs(upstream, 2)
+    (through[0].sum() + 2 * through[1].sum()).backward()
+    torch.testing.assert_close(w.grad, 3 * x.sum(0))
+
+
+@pytest.mark.parametrize("num_members", [0, -1, 2.0, True, None])
+def test_member_inputs_reject_bad_member_counts(num_members):
+    with pytest.raises(ValueError, match="num_members"):
+        member_inputs(torch.randn(2, 3), num_members)
+
+
+def test_member_inputs_reject_integer_inputs():
+    with pytest.raises(TypeError, match="x"):
+        member_inputs(torch.ones(2, 3, dtype=torch.long), 2)
+
+
+def test_per_member_mode_checks_its_inputs():
+    inputs = member_inputs(torch.randn(2, 3), 3)
+    losses = [inputs[k].sum() for k in range(3)]
+    with pytest.raises(ValueError, match=r"\[K=2, B, \.\.\.\]"):
+        member_input_gradients(losses[:2], inputs, per_member=True)
+    with pytest.raises(ValueError, match="require grad"):
+        member_input_gradients(losses, torch.randn(3, 2, 3), per_member=True)
+    with pytest.raises(ValueError, match="depend"):
+        member_input_gradients([torch.tensor(1.0)] * 3, inputs, per_member=True)
 
 
 @pytest.mark.parametrize(

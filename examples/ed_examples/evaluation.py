@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ensemble_diversity.deg import member_input_gradients
+from ensemble_diversity.deg import member_input_gradients, member_inputs
 from ensemble_diversity.metrics import (
     ambiguity_entropy,
     discrimination_score,
@@ -43,13 +43,14 @@ class Evaluation(NamedTuple):
 def evaluate(members: nn.ModuleList, split: Split) -> Evaluation:
     """All measures of one ensemble on ``split`` (the whole split in one batch: digits is small)."""
     members.eval()
-    # One forward serves every measure; the input is a leaf so its gradients can be taken.
-    images = split.images.detach().requires_grad_(True)
-    outputs = member_outputs(members, images)
+    # One forward serves every measure; one input per member so one backward pass gives
+    # every member's input gradient.
+    images = member_inputs(split.images, len(members))
+    outputs = member_outputs(members, images, per_member=True)
     # Summed over images, each image's gradient is that of its own loss, not scaled down by N
     # towards the norm below which a gradient counts as zero.
     member_losses = member_cross_entropies(outputs.logits, split.labels, "sum")
-    grads = member_input_gradients(member_losses, images, create_graph=False)
+    grads = member_input_gradients(member_losses, images, create_graph=False, per_member=True)
     logits, features = outputs.logits.detach(), outputs.features.detach()
     correct = ensemble_correct(logits, split.labels)
     return Evaluation(

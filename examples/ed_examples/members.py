@@ -59,14 +59,17 @@ class MemberOutputs(NamedTuple):
 
 
 def member_outputs(
-    members: nn.ModuleList, x: Tensor, pdd: PriorityDiversifiedDropout | None = None
+    members: nn.ModuleList, x: Tensor, pdd: PriorityDiversifiedDropout | None = None, *, per_member: bool = False
 ) -> MemberOutputs:
     """Run every member on ``x`` ``[B, ...]``; with ``pdd``, drop units of the stacked features before the heads.
 
-    PDD needs all K members' features at once (eq. 2 compares them), hence the stack between
-    the two halves of the members. In eval mode PDD is the identity.
+    With ``per_member``, ``x`` is ``[K, B, ...]`` and member k runs on ``x[k]`` (inputs from
+    ``ensemble_diversity.member_inputs``, for one-pass input gradients). PDD needs all K
+    members' features at once (eq. 2 compares them), hence the stack between the two halves of
+    the members. In eval mode PDD is the identity.
     """
-    features = torch.stack([member.features(x) for member in members])
+    inputs = x if per_member else [x] * len(members)
+    features = torch.stack([member.features(member_input) for member, member_input in zip(members, inputs)])
     if pdd is not None:
         features = pdd(features)
     logits = torch.stack([member.head(member_features) for member, member_features in zip(members, features)])

@@ -6,6 +6,9 @@
   (Algorithm 1, eq. 2).
 - ``deg``: eq. 1 plus lambda times the Dispersed Ensemble Gradients penalty (eqs. 3-4).
 - ``pdd+deg``: both, the paper's full method.
+- ``gal``: eq. 1 plus lambda times the Gradient Alignment Loss (Kariyappa and Qureshi 2019),
+  a peer input-gradient penalty (not in the paper's tables; for the cost comparison of
+  ``benchmarks/``), weighted by ``--gal-lambda``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_diversity.adp import adp_regularizer
-from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients
+from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs
+from ensemble_diversity.gal import gradient_alignment_loss
 from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
 from .members import member_outputs
@@ -29,6 +33,7 @@ class Method(NamedTuple):
     pdd: bool
     deg: bool
     adp: bool
+    gal: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -37,6 +42,7 @@ METHODS: dict[str, Method] = {
     "pdd": Method(pdd=True, deg=False, adp=False),
     "deg": Method(pdd=False, deg=True, adp=False),
     "pdd+deg": Method(pdd=True, deg=True, adp=False),
+    "gal": Method(pdd=False, deg=False, adp=False, gal=True),
 }
 
 
@@ -47,13 +53,14 @@ class Weights(NamedTuple):
     deg_lambda: float
     adp_alpha: float
     adp_beta: float
+    gal_lambda: float = 0.5
 
 
 class Objective(NamedTuple):
     loss: Tensor
     """Scalar to minimise: eq. 1 plus the method's regulariser (eq. 4 for DEG)."""
     penalty: Tensor
-    """Scalar, detached: eq. 3's L_g before lambda for DEG, ADP's regulariser for adp, 0 otherwise."""
+    """Scalar, detached: eq. 3's L_g before lambda for DEG (GAL's for gal), ADP's regulariser for adp, 0 otherwise."""
     logits: Tensor
     """``[K, B, L]``, detached: the members' training-mode logits."""
 
@@ -81,19 +88,24 @@ def training_objective(
     weights: Weights,
 ) -> Objective:
     """The method's loss on one batch ``images [B, 1, 8, 8]``, ``labels [B]``; members in training mode."""
-    # DEG differentiates each member's loss with respect to the input, so the input must be a
-    # leaf that requires grad before the forward pass.
-    inputs = images.detach().requires_grad_(True) if method.deg else images
-    logits = member_outputs(members, inputs, pdd).logits
+    gradient_penalty = method.deg or method.gal
+    # DEG differentiates each member's loss with respect to its input: one input per member
+    # (views of the batch) lets one backward pass give all K gradients.
+    inputs = member_inputs(images, len(members)) if gradient_penalty else images
+    logits = member_outputs(members, inputs, pdd, per_member=gradient_penalty).logits
     # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
     member_losses = member_cross_entropies(logits, labels, "mean")
     loss = member_losses.mean() if weights.ce_reduction == "mean" else member_losses.sum()
     penalty = loss.new_zeros(())
-    if method.deg:
+    if gradient_penalty:
         # g_k = dL_CE(y_k, y)/dx of Algorithm 2, one gradient per member.
-        grads = member_input_gradients(member_losses, inputs)
-        penalty = dispersed_gradient_loss(grads)
-        loss = loss + weights.deg_lambda * penalty
+        grads = member_input_gradients(member_losses, inputs, per_member=True)
+        if method.deg:
+            penalty = dispersed_gradient_loss(grads)
+            loss = loss + weights.deg_lambda * penalty
+        else:
+            penalty = gradient_alignment_loss(grads)
+            loss = loss + weights.gal_lambda * penalty
     if method.adp:
         penalty = adp_regularizer(logits, labels, alpha=weights.adp_alpha, beta=weights.adp_beta).value
         loss = loss + penalty

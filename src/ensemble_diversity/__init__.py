@@ -10,7 +10,7 @@
 """
 
 from .adp import ADPRegularizer, adp_regularizer
-from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients
+from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients, member_inputs
 from .ensemble import Ensemble
 from .ensemble_loss import ensemble_cross_entropy
 from .gal import gal_penalty, gradient_alignment_loss
@@ -34,5 +34,6 @@ __all__ = [
     "gradient_alignment_loss",
     "gradient_angles",
     "member_input_gradients",
+    "member_inputs",
 ]
 __version__ = "0.1.0"

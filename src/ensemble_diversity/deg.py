@@ -107,25 +107,68 @@ def _dispersion(grads: Tensor, eps: float) -> Tensor:
     return pairwise_cosines(grads, eps).mean(dim=0).sum()
 
 
+def member_inputs(x: Tensor, num_members: int) -> Tensor:
+    """``[K, B, ...]``: one input per member, each equal to ``x`` ``[B, ...]``, for one-pass gradients.
+
+    Feed ``inputs[k]`` to member k and pass ``inputs`` to
+    ``member_input_gradients(losses, inputs, per_member=True)``: because no two members share
+    an input, the K input gradients come from **one** backward pass of the summed losses. With
+    one shared input, each member's gradient needs its own pass, and when the losses share
+    autograd nodes (stacked logits under one ``cross_entropy`` call, say) every one of those K
+    passes runs back through all K members.
+
+    No data is copied (the K inputs are an expanded view of ``x``). If ``x`` does not require
+    grad, the result is a new leaf that does, and ``x`` is left untouched; if it does (it is the
+    output of a trainable module), the result is a view of it, so gradients also reach ``x``.
+
+    Args:
+        x: ``[B, ...]`` (batch, input dimensions), floating.
+        num_members: K >= 1.
+
+    Example:
+        >>> x = torch.ones(2, 3)
+        >>> inputs = member_inputs(x, 4)
+        >>> inputs.shape, inputs.requires_grad, x.requires_grad
+        (torch.Size([4, 2, 3]), True, False)
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"Expected argument `x` to be a tensor [B, ...], but got {type(x).__name__}")
+    check_floating(x, "x")
+    if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 1:
+        raise ValueError(f"Expected argument `num_members` to be an integer >= 1, but got {num_members!r}")
+    if x.requires_grad:
+        return x.unsqueeze(0).expand(num_members, *x.shape)
+    return x.detach().unsqueeze(0).expand(num_members, *x.shape).requires_grad_(True)
+
+
 def member_input_gradients(
-    losses: MemberTensors, inputs: Tensor, *, create_graph: bool = True
+    losses: MemberTensors, inputs: Tensor, *, create_graph: bool = True, per_member: bool = False
 ) -> Tensor:
-    """Gradient of each member's scalar loss with respect to the shared ``inputs``.
+    """Gradient of each member's scalar loss with respect to its input.
 
     Args:
         losses: ``[K]`` or a sequence of K scalar tensors, each computed from ``inputs``.
-        inputs: ``[B, ...]``, a floating tensor that required grad when the losses were computed.
+        inputs: with ``per_member=False``, the ``[B, ...]`` input all members were run on: one
+            backward pass per member. With ``per_member=True``, ``[K, B, ...]`` from
+            :func:`member_inputs`, member k having been run on ``inputs[k]``: one backward pass
+            for all K (the faster way; see :func:`member_inputs`). A floating tensor that
+            required grad when the losses were computed.
         create_graph: keep the graph of the gradients so that a penalty built on them can be
             differentiated with respect to every member's parameters (double backprop). Pass
             False when the gradients are only measured (they come back detached).
+        per_member: whether ``inputs`` holds one input per member (see ``inputs``). Member k's
+            loss must then depend on ``inputs[k]`` only, which holds for separate members (PDD
+            included: its keep rates are computed from detached features).
 
     Returns:
-        ``[K, B, ...]``: ``result[k] = d losses[k] / d inputs``. The graph of ``losses`` is kept,
-        so ``losses`` can still be back-propagated afterwards.
+        ``[K, B, ...]``: ``result[k] = d losses[k] / d inputs`` (or ``/ d inputs[k]``). The
+        graph of ``losses`` is kept, so ``losses`` can still be back-propagated afterwards.
 
     Raises:
-        ValueError: if ``inputs`` does not require grad, or if a loss does not depend on
-            ``inputs`` (its gradient would silently be zero, which hides a wiring mistake).
+        ValueError: if ``inputs`` does not require grad, if a loss does not depend on
+            ``inputs`` (its gradient would silently be zero, which hides a wiring mistake; with
+            ``per_member=True`` this is detected for the losses together, not one by one), or
+            if ``per_member=True`` and ``inputs`` is not ``[K, ...]``.
 
     Example:
         >>> x = torch.tensor([[1.0, 2.0]], requires_grad=True)
@@ -133,8 +176,15 @@ def member_input_gradients(
         tensor([[[2., 4.]],
         <BLANKLINE>
                 [[3., 3.]]], grad_fn=<StackBackward0>)
+        >>> inputs = member_inputs(torch.tensor([[1.0, 2.0]]), 2)
+        >>> member_input_gradients([(inputs[0] ** 2).sum(), (3 * inputs[1]).sum()], inputs, per_member=True)
+        tensor([[[2., 4.]],
+        <BLANKLINE>
+                [[3., 3.]]], grad_fn=<...>)
     """
     loss_list = _loss_list(losses, "losses")
+    if per_member:
+        return _per_member_gradients(loss_list, inputs, create_graph, "inputs")
     return _gradients(loss_list, inputs, create_graph, "inputs", lambda k: f"member {k}'s loss in `losses`")
 
 
@@ -224,10 +274,11 @@ def _gradient_penalty(
     if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
         check_labels(y, "y", x.shape[0])
 
-    # Differentiate a detached alias (same storage, no copy) so that the caller's tensor never
-    # gains requires_grad.
-    leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-    logits = [model(leaf) for model in members]
+    # One input per member (views of x, no copy): one backward pass gives all K gradients,
+    # and, as separate tensors, each member's use of its input is checked. The caller's tensor
+    # never gains requires_grad.
+    inputs = [x.view_as(x) if x.requires_grad else x.detach().requires_grad_(True) for _ in members]
+    logits = [model(member_input) for model, member_input in zip(members, inputs)]
     _check_logits(logits, x.shape[0])
     if default_ce and y.is_floating_point() and y.shape != logits[0].shape:
         raise ValueError(
@@ -237,7 +288,7 @@ def _gradient_penalty(
     losses = [loss_fn(member_logits, y) for member_logits in logits]
     _check_losses(losses)
 
-    grads = _gradients(losses, leaf, create_graph, "x", lambda k: f"the loss of `models[{k}]`")
+    grads = _per_member_gradients(losses, inputs, create_graph, "x")
     if finite_check_wanted(grads, None) and not bool(torch.isfinite(grads).all()):
         raise ValueError(
             "Expected the members' input gradients to be finite, but they hold NaN or inf; "
@@ -262,16 +313,10 @@ def _gradients(
     inputs_name: str,
     describe: Callable[[int], str],
 ) -> Tensor:
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"Expected argument `{inputs_name}` to be a tensor, but got {type(inputs).__name__}")
-    check_floating(inputs, inputs_name)
-    if not inputs.requires_grad:
-        raise ValueError(
-            f"Expected argument `{inputs_name}` to require grad, but it does not; "
-            f"call {inputs_name}.requires_grad_() before the forward pass that computes the losses"
-        )
+    _check_differentiable_input(inputs, inputs_name)
     grads = []
-    # One call per member: a single call on the summed losses would add their gradients up.
+    # One call per member: with a shared input, a single call on the summed losses would add
+    # their gradients up.
     for k, loss in enumerate(losses):
         grad = None
         if loss.requires_grad:
@@ -285,6 +330,50 @@ def _gradients(
             )
         grads.append(grad)
     return torch.stack(grads)
+
+
+def _per_member_gradients(
+    losses: list[Tensor], inputs: Tensor | list[Tensor], create_graph: bool, inputs_name: str
+) -> Tensor:
+    """One backward pass of the summed losses; ``inputs`` is ``[K, B, ...]`` or K tensors ``[B, ...]``."""
+    if isinstance(inputs, Tensor):
+        _check_differentiable_input(inputs, inputs_name)
+        if inputs.dim() == 0 or inputs.shape[0] != len(losses):
+            raise ValueError(
+                f"Expected argument `{inputs_name}` to hold one input per member, [K={len(losses)}, B, ...] "
+                f"(see member_inputs), but got shape {tuple(inputs.shape)}"
+            )
+    total = torch.stack(losses).sum()
+    grads: tuple[Tensor | None, ...] = (None,)
+    if total.requires_grad:
+        # Member k's loss depends on its own input only, so the summed loss's gradient holds
+        # each member's own gradient in its own row.
+        grads = torch.autograd.grad(total, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True)
+    if isinstance(inputs, Tensor):
+        if grads[0] is None:
+            raise ValueError(
+                f"Expected the members' losses to depend on `{inputs_name}`, but none does (the gradient "
+                f"is undefined); was `{inputs_name}` detached or replaced before that forward pass?"
+            )
+        return grads[0]
+    unused = [k for k, grad in enumerate(grads) if grad is None] if total.requires_grad else list(range(len(losses)))
+    if unused:
+        raise ValueError(
+            f"Expected the loss of `models[{unused[0]}]` to depend on `{inputs_name}`, but it does not (its "
+            f"gradient is undefined)"
+        )
+    return torch.stack(grads)
+
+
+def _check_differentiable_input(inputs: Tensor, inputs_name: str) -> None:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"Expected argument `{inputs_name}` to be a tensor, but got {type(inputs).__name__}")
+    check_floating(inputs, inputs_name)
+    if not inputs.requires_grad:
+        raise ValueError(
+            f"Expected argument `{inputs_name}` to require grad, but it does not; "
+            f"call {inputs_name}.requires_grad_() before the forward pass that computes the losses"
+        )
 
 
 def _member_list(models: Sequence[nn.Module]) -> list[nn.Module]:
