@@ -7,6 +7,7 @@
 - :func:`adp_regularizer`, :func:`gal_penalty`: peer baselines (Pang et al. 2019; Kariyappa and
   Qureshi 2019).
 - :class:`Ensemble`, :func:`ensemble_cross_entropy`: the ensemble and its loss (eq. 1).
+- :class:`VectorizedMembers`: K members of one architecture run as one ``torch.func.vmap`` call.
 """
 
 from .adp import ADPRegularizer, adp_regularizer
@@ -16,6 +17,7 @@ from .ensemble_loss import ensemble_cross_entropy
 from .gal import gal_penalty, gradient_alignment_loss
 from .metrics import ambiguity_entropy, discrimination_score, gradient_angles
 from .pdd import PriorityDiversifiedDropout, PriorityStatistics, default_num_intervals
+from .vectorized import VectorizedMembers
 
 __all__ = [
     "ADPRegularizer",
@@ -23,6 +25,7 @@ __all__ = [
     "GradientPenalty",
     "PriorityDiversifiedDropout",
     "PriorityStatistics",
+    "VectorizedMembers",
     "adp_regularizer",
     "ambiguity_entropy",
     "default_num_intervals",
