@@ -79,6 +79,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     method.add_argument("--pdd-rescale", action="store_true", default=default(False), help="inverted dropout: divide kept units by their keep rate (the authors' code does not)")
     method.add_argument("--num-intervals", type=int, default=default(None), help="PDD intervals M > K (default: the library's, M=10 for K=3)")
     method.add_argument("--deg-lambda", type=float, default=default(0.01), help="DEG weight lambda, eq. 4 (default: %(default)s)")
+    method.add_argument("--deg-every", type=int, default=default(1), metavar="N", help="compute the DEG/GAL penalty on every N-th step only, a cheaper setting (default: %(default)s, every step)")
     method.add_argument("--gal-lambda", type=float, default=default(0.5), help="GAL weight (DVERGE's re-implementation of GAL) (default: %(default)s)")
     method.add_argument("--adp-alpha", type=float, default=default(2.0), help="ADP ensemble-entropy weight (default: %(default)s)")
     method.add_argument("--adp-beta", type=float, default=default(0.5), help="ADP log-det weight (default: %(default)s)")
@@ -125,7 +126,7 @@ def _check_flags(flags: dict[str, Any]) -> None:
     parse_methods(flags["methods"])
     if flags["members"] < 2:
         raise ValueError(f"Expected --members (K) to be an integer >= 2 (an ensemble), but got {flags['members']}")
-    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs"):
+    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs", "deg_every"):
         if flags[key] is not None and flags[key] < 1:
             raise ValueError(f"Expected --{key.replace('_', '-')} to be >= 1, but got {flags[key]}")
     for key in ("alpha", "beta"):
@@ -154,6 +155,7 @@ def _recipe(flags: dict[str, Any]) -> Recipe:
         weights=Weights(flags["ce_reduction"], flags["deg_lambda"], flags["adp_alpha"], flags["adp_beta"], flags["gal_lambda"]),
         seed=flags["seed"],
         max_batches=flags["max_batches"],
+        deg_every=flags["deg_every"],
     )
 
 

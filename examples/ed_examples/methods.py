@@ -86,9 +86,15 @@ def training_objective(
     images: Tensor,
     labels: Tensor,
     weights: Weights,
+    *,
+    with_penalty: bool = True,
 ) -> Objective:
-    """The method's loss on one batch ``images [B, 1, 8, 8]``, ``labels [B]``; members in training mode."""
-    gradient_penalty = method.deg or method.gal
+    """The method's loss on one batch ``images [B, ...]``, ``labels [B]``; members in training mode.
+
+    ``with_penalty=False`` leaves out the input-gradient penalty (DEG, GAL) on this batch, the
+    cheaper setting ``--deg-every N`` that pays for double backprop on every N-th step only.
+    """
+    gradient_penalty = (method.deg or method.gal) and with_penalty
     # DEG differentiates each member's loss with respect to its input: one input per member
     # (views of the batch) lets one backward pass give all K gradients.
     inputs = member_inputs(images, len(members)) if gradient_penalty else images

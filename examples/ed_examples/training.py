@@ -53,6 +53,7 @@ class Recipe:
     weights: Weights
     seed: int
     max_batches: int | None
+    deg_every: int = 1
 
 
 class TrainedMethod(NamedTuple):
@@ -159,15 +160,21 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
     loss_sum = torch.zeros((), device=labels.device)
     penalty_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
-    seen = 0
-    for batch in batches:
-        objective = training_objective(method, state.members, state.pdd, images[batch], labels[batch], recipe.weights)
+    seen = penalised = 0
+    for index, batch in enumerate(batches):
+        # Counted from the run's first step, so a resumed run penalises the same steps.
+        with_penalty = ((epoch - 1) * len(batches) + index) % recipe.deg_every == 0
+        objective = training_objective(
+            method, state.members, state.pdd, images[batch], labels[batch], recipe.weights, with_penalty=with_penalty
+        )
         state.optimizer.zero_grad(set_to_none=True)
         objective.loss.backward()
         state.optimizer.step()
         size = len(batch)
         loss_sum += objective.loss.detach() * size
-        penalty_sum += objective.penalty * size
+        if with_penalty:
+            penalty_sum += objective.penalty * size
+            penalised += size
         correct += ensemble_correct(objective.logits, labels[batch]).sum()
         seen += size
     state.scheduler.step()
@@ -175,7 +182,7 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
         "method": name,
         "epoch": epoch,
         "loss": loss_sum.item() / seen,
-        "penalty": penalty_sum.item() / seen,
+        "penalty": penalty_sum.item() / max(penalised, 1),
         "train_accuracy": correct.item() / seen,
         "val_accuracy": validation_accuracy(state.members, splits.validation),
         "lr": lr,
