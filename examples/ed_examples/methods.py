@@ -6,6 +6,10 @@
   (Algorithm 1, eq. 2).
 - ``deg``: eq. 1 plus lambda times the Dispersed Ensemble Gradients penalty (eqs. 3-4).
 - ``pdd+deg``: both, the paper's full method.
+- ``advt-fgsm``, ``advt-pgd``: adversarial training, eq. 1 on clean and on FGSM / PGD
+  examples of the ensemble crafted on each batch (Table 6, AdvT_FGSM / AdvT_PGD; see
+  ``adversarial.py`` for the recipe and its sources).
+- ``advt-fgsm+pdd``, ``advt-pgd+pdd``: adversarial training with PDD (Table 6, AdvT + PDD).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ensemble_diversity.adp import adp_regularizer
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients
 from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
+from .adversarial import AdversarialTraining, Attack, craft_adversarial
 from .members import member_outputs
 
 
@@ -29,6 +34,8 @@ class Method(NamedTuple):
     pdd: bool
     deg: bool
     adp: bool
+    attack: Attack | None = None
+    """Adversarial training with examples from this attack, or None."""
 
 
 METHODS: dict[str, Method] = {
@@ -37,6 +44,10 @@ METHODS: dict[str, Method] = {
     "pdd": Method(pdd=True, deg=False, adp=False),
     "deg": Method(pdd=False, deg=True, adp=False),
     "pdd+deg": Method(pdd=True, deg=True, adp=False),
+    "advt-fgsm": Method(pdd=False, deg=False, adp=False, attack="fgsm"),
+    "advt-pgd": Method(pdd=False, deg=False, adp=False, attack="pgd"),
+    "advt-fgsm+pdd": Method(pdd=True, deg=False, adp=False, attack="fgsm"),
+    "advt-pgd+pdd": Method(pdd=True, deg=False, adp=False, attack="pgd"),
 }
 
 
@@ -51,11 +62,11 @@ class Weights(NamedTuple):
 
 class Objective(NamedTuple):
     loss: Tensor
-    """Scalar to minimise: eq. 1 plus the method's regulariser (eq. 4 for DEG)."""
+    """Scalar to minimise: eq. 1 plus the method's regulariser (eq. 4 for DEG), mixed over clean and adversarial inputs for AdvT."""
     penalty: Tensor
     """Scalar, detached: eq. 3's L_g before lambda for DEG, ADP's regulariser for adp, 0 otherwise."""
     logits: Tensor
-    """``[K, B, L]``, detached: the members' training-mode logits."""
+    """``[K, B, L]``, detached: the members' training-mode logits on the clean images (adversarial ones when AdvT weighs clean by 0)."""
 
 
 def parse_methods(text: str) -> list[str]:
@@ -79,8 +90,28 @@ def training_objective(
     images: Tensor,
     labels: Tensor,
     weights: Weights,
+    adversarial: AdversarialTraining | None = None,
 ) -> Objective:
-    """The method's loss on one batch ``images [B, 1, 8, 8]``, ``labels [B]``; members in training mode."""
+    """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; members in training mode.
+
+    With an attack (``advt-*``), ``adversarial`` says how to craft the batch's adversarial
+    examples and the loss is ``(1 - w) * objective(clean) + w * objective(adversarial)``.
+    """
+    if method.attack is not None:
+        if adversarial is None:
+            raise ValueError(f"Expected `adversarial` settings for a method with attack {method.attack!r}, but got None")
+        plain = method._replace(attack=None)
+        crafted = craft_adversarial(method.attack, members, pdd, images, labels, adversarial)
+        attacked = training_objective(plain, members, pdd, crafted, labels, weights)
+        if adversarial.weight == 1.0:
+            # Adversarial examples only (Madry et al. 2018): no clean pass, so BatchNorm's
+            # running statistics see only what the loss trains on.
+            return attacked
+        clean = training_objective(plain, members, pdd, images, labels, weights)
+        mix = adversarial.weight
+        return Objective(
+            (1 - mix) * clean.loss + mix * attacked.loss, (1 - mix) * clean.penalty + mix * attacked.penalty, clean.logits
+        )
     # DEG differentiates each member's loss with respect to the input, so the input must be a
     # leaf that requires grad before the forward pass.
     inputs = images.detach().requires_grad_(True) if method.deg else images
