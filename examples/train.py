@@ -3,6 +3,7 @@
     PYTHONPATH=src python examples/train.py                      # baseline vs pdd+deg, K=3
     PYTHONPATH=src python examples/train.py --methods baseline,adp,pdd,deg,pdd+deg
     PYTHONPATH=src python examples/train.py --resume runs/<run>  # continue an interrupted run
+    PYTHONPATH=src python examples/train.py --methods advt-pgd,advt-pgd+pdd  # Table 6
 
 Every method trains K members simultaneously with the same seed, split and initial weights
 (Huang et al., AAAI 2021: eq. 1 for the baseline, Algorithm 1 / eq. 2 for PDD, eqs. 3-4 for
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ed_examples.adversarial import DEFAULT_ADVERSARIAL_TRAINING, AdversarialTraining
 from ed_examples.data import DATASETS, digits_splits
 from ed_examples.evaluation import comparison, evaluate
 from ed_examples.members import DESCRIPTION
@@ -83,7 +85,22 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     method.add_argument("--gal-lambda", type=float, default=default(0.5), help="GAL weight (DVERGE's re-implementation of GAL) (default: %(default)s)")
     method.add_argument("--adp-alpha", type=float, default=default(2.0), help="ADP ensemble-entropy weight (default: %(default)s)")
     method.add_argument("--adp-beta", type=float, default=default(0.5), help="ADP log-det weight (default: %(default)s)")
+    _add_adversarial_flags(parser, default)
     return parser
+
+
+def _add_adversarial_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Adversarial training (the advt-* methods, Table 6) and mixed precision; defaults: ed_examples/adversarial.py."""
+    advt = parser.add_argument_group("adversarial training (advt-* methods) and precision")
+    preset = DEFAULT_ADVERSARIAL_TRAINING
+    advt.add_argument("--advt-eps", type=float, nargs="+", default=default(list(preset.eps)), metavar="EPS", help="L_inf bound in [0, 1]: one value fixes it, two (LOW HIGH) draw it per batch uniformly (default: %(default)s, ADP's AdvT)")
+    advt.add_argument("--advt-steps", type=int, default=default(preset.steps), help="PGD iterations (default: %(default)s)")
+    advt.add_argument("--advt-step-size", type=float, default=default(preset.step_size), help="PGD step (default: eps / 10 of each batch)")
+    advt.add_argument("--advt-random-start", action=argparse.BooleanOptionalAction, default=default(preset.random_start), help="PGD starts at a uniform point of the eps-ball (default: %(default)s)")
+    advt.add_argument("--advt-weight", type=float, default=default(preset.weight), help="w in (1 - w) loss(clean) + w loss(adversarial), in (0, 1] (default: %(default)s)")
+    advt.add_argument("--advt-labels", default=default(preset.labels), choices=("predicted", "true"), help="labels the attack moves away from: the ensemble's predictions or the true ones (default: %(default)s)")
+    advt.add_argument("--advt-craft-mode", default=default(preset.craft_mode), choices=("train", "eval"), help="members' and PDD's mode while crafting (default: %(default)s)")
+    advt.add_argument("--amp", default=default("none"), choices=("none", "bf16"), help="autocast the training forward passes and losses to bfloat16, CPU or CUDA (default: %(default)s)")
 
 
 def parse_flags(argv: list[str]) -> dict[str, Any]:
@@ -104,7 +121,8 @@ def _resumed_flags(parser: argparse.ArgumentParser, flags: dict[str, Any], given
     if not (run_dir / CONFIG).exists():
         parser.error(f"--resume: {str(run_dir)!r} is not a run directory (it has no {CONFIG})")
     config = load_json(run_dir / CONFIG)
-    stored = {**config["flags"], "run_dir": str(run_dir)}
+    # A run started before a flag existed ran with that flag's default.
+    stored = {**_run_flags(vars(parser.parse_args([]))), **config["flags"], "run_dir": str(run_dir)}
     given = _run_flags(given)
     differing = [key for key, value in given.items() if stored.get(key) != value]
     if differing:
@@ -126,7 +144,7 @@ def _check_flags(flags: dict[str, Any]) -> None:
     parse_methods(flags["methods"])
     if flags["members"] < 2:
         raise ValueError(f"Expected --members (K) to be an integer >= 2 (an ensemble), but got {flags['members']}")
-    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs", "deg_every"):
+    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs", "deg_every", "advt_steps"):
         if flags[key] is not None and flags[key] < 1:
             raise ValueError(f"Expected --{key.replace('_', '-')} to be >= 1, but got {flags[key]}")
     for key in ("alpha", "beta"):
@@ -134,6 +152,13 @@ def _check_flags(flags: dict[str, Any]) -> None:
             raise ValueError(f"Expected --{key} to be in [0, 1] (a keep rate of eq. 2), but got {flags[key]}")
     if flags["num_intervals"] is not None and flags["num_intervals"] <= flags["members"]:
         raise ValueError(f"Expected --num-intervals to exceed --members (M > K), but got {flags['num_intervals']} and {flags['members']}")
+    eps = flags["advt_eps"]
+    if not 1 <= len(eps) <= 2 or not all(0.0 <= value <= 1.0 for value in eps) or eps[0] > eps[-1]:
+        raise ValueError(f"Expected --advt-eps to be one value or LOW <= HIGH, in [0, 1], but got {eps}")
+    if flags["advt_step_size"] is not None and flags["advt_step_size"] <= 0:
+        raise ValueError(f"Expected --advt-step-size to be > 0, but got {flags['advt_step_size']}")
+    if not 0.0 < flags["advt_weight"] <= 1.0:
+        raise ValueError(f"Expected --advt-weight to be in (0, 1], but got {flags['advt_weight']}")
     if flags["device"] == "cuda" and not torch.cuda.is_available():
         raise ValueError("Expected --device cuda to find a CUDA device, but torch.cuda.is_available() is False; use --device cpu")
 
@@ -156,6 +181,16 @@ def _recipe(flags: dict[str, Any]) -> Recipe:
         seed=flags["seed"],
         max_batches=flags["max_batches"],
         deg_every=flags["deg_every"],
+        adversarial=AdversarialTraining(
+            eps=(flags["advt_eps"][0], flags["advt_eps"][-1]),
+            steps=flags["advt_steps"],
+            step_size=flags["advt_step_size"],
+            random_start=flags["advt_random_start"],
+            weight=flags["advt_weight"],
+            labels=flags["advt_labels"],
+            craft_mode=flags["advt_craft_mode"],
+        ),
+        amp=flags["amp"],
     )
 
 
@@ -173,11 +208,12 @@ def _open_run_dir(flags: dict[str, Any], argv: list[str]) -> Path:
 
 def format_table(results: dict[str, Any]) -> str:
     """The comparison table as printed (and stored in results.json)."""
-    header = f"{'method':<10} {'test acc %':>10} {'E (eq.5)':>9} {'L_F (eq.6)':>11} {'angle deg':>10} {'train s':>8} {'best ep':>8}"
+    width = max(10, *map(len, results["methods"]))
+    header = f"{'method':<{width}} {'test acc %':>10} {'E (eq.5)':>9} {'L_F (eq.6)':>11} {'angle deg':>10} {'train s':>8} {'best ep':>8}"
     lines = [header, "-" * len(header)]
     for name, row in results["methods"].items():
         lines.append(
-            f"{name:<10} {100 * row['test_accuracy']:>10.2f} {row['ambiguity_entropy']:>9.4f} "
+            f"{name:<{width}} {100 * row['test_accuracy']:>10.2f} {row['ambiguity_entropy']:>9.4f} "
             f"{row['discrimination_score']:>11.4f} {row['gradient_angle_degrees']:>10.2f} "
             f"{row['train_seconds']:>8.1f} {row['best_epoch']:>8d}"
         )

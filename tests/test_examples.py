@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 from ed_examples.evaluation import Evaluation, comparison
 from ed_examples.members import build_members
-from ed_examples.methods import METHODS, member_cross_entropies, parse_methods
+from ed_examples.methods import METHODS, Weights, member_cross_entropies, parse_methods, training_objective
 from ed_examples.run_dir import save_json
 
 from ensemble_diversity.ensemble import Ensemble
@@ -107,6 +108,16 @@ def test_same_seed_gives_every_method_the_same_initial_members(tmp_path):
         (["--num-intervals", "3"], "--num-intervals"),
         (["--alpha", "1.5"], "--alpha"),
         (["--epochs", "0"], "--epochs"),
+        (["--advt-eps", "-0.01"], "--advt-eps"),
+        (["--advt-eps", "0.05", "0.01"], "--advt-eps"),
+        (["--advt-eps", "0.01", "0.02", "0.03"], "--advt-eps"),
+        (["--advt-eps", "1.5"], "--advt-eps"),
+        (["--advt-steps", "0"], "--advt-steps"),
+        (["--advt-step-size", "-0.001"], "--advt-step-size"),
+        (["--advt-weight", "0"], "--advt-weight"),
+        (["--advt-labels", "random"], "--advt-labels"),
+        (["--amp", "fp16"], "--amp"),
+        (["--deg-every", "0"], "--deg-every"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, flags, named):
@@ -146,7 +157,7 @@ def test_a_new_run_never_writes_into_an_earlier_one(tmp_path, capsys):
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     # 3 epochs, so that a scheduler restarted from scratch would show in the last epoch's lr.
-    flags = ["--epochs", "3", "--methods", "baseline,pdd+deg"]
+    flags = ["--epochs", "3", "--methods", "baseline,pdd+deg,advt-pgd+pdd"]
     whole = run(tmp_path / "whole", *flags)
 
     split_dir = tmp_path / "split"
@@ -158,23 +169,43 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     assert not (split_dir / "results.json").exists()
     assert not (split_dir / "model-pdd+deg.pt").exists()
     assert torch.load(split_dir / "checkpoint-pdd+deg.pt", weights_only=True)["epoch"] == 1
+    # A second session stops inside adversarial training, whose PGD draws from the RNG.
+    assert train.main(["--resume", str(split_dir), "--stop-after-epochs", "3"]) is None
+    assert torch.load(split_dir / "checkpoint-advt-pgd+pdd.pt", weights_only=True)["epoch"] == 1
 
     resumed = train.main(["--resume", str(split_dir)])
 
     assert (split_dir / "config.json").read_bytes() == config
     records = lines(split_dir / "metrics.jsonl")
-    assert [(r["method"], r["epoch"]) for r in records] == done + [("pdd+deg", 2), ("pdd+deg", 3)]
+    rest = [("pdd+deg", 2), ("pdd+deg", 3), ("advt-pgd+pdd", 1), ("advt-pgd+pdd", 2), ("advt-pgd+pdd", 3)]
+    assert [(r["method"], r["epoch"]) for r in records] == done + rest
     assert torch.load(split_dir / "checkpoint-pdd+deg.pt", weights_only=True)["epoch"] == 3
     # Model, optimizer, scheduler and RNG states restored: the same numbers as one session.
-    for whole_record, record in zip(lines(tmp_path / "whole" / "metrics.jsonl"), records):
+    for whole_record, record in zip(lines(tmp_path / "whole" / "metrics.jsonl"), records, strict=True):
         assert {k: v for k, v in record.items() if k != "seconds"} == {k: v for k, v in whole_record.items() if k != "seconds"}
-    for name in ("baseline", "pdd+deg"):
+    for name in ("baseline", "pdd+deg", "advt-pgd+pdd"):
         a = load_ensemble(tmp_path / "whole" / f"model-{name}.pt").state_dict()
         b = load_ensemble(split_dir / f"model-{name}.pt").state_dict()
         assert all(torch.equal(a[key], b[key]) for key in a)
         assert resumed["methods"][name]["test_accuracy"] == whole["methods"][name]["test_accuracy"]
-    pdd_state = [torch.load(d / "checkpoint-pdd+deg.pt", weights_only=True)["pdd"] for d in (tmp_path / "whole", split_dir)]
-    assert torch.equal(pdd_state[0]["priority_counts"], pdd_state[1]["priority_counts"])
+    for name in ("pdd+deg", "advt-pgd+pdd"):
+        pdd_state = [torch.load(d / f"checkpoint-{name}.pt", weights_only=True)["pdd"] for d in (tmp_path / "whole", split_dir)]
+        assert torch.equal(pdd_state[0]["priority_counts"], pdd_state[1]["priority_counts"])
+
+
+def test_bf16_autocast_trains_and_stays_close_to_float32(tmp_path):
+    # One batch of pdd+deg: PDD bins bf16 features in float32, DEG differentiates through autocast.
+    flags = ["--epochs", "1", "--max-batches", "1", "--methods", "pdd+deg"]
+    full = run(tmp_path / "fp32", *flags)
+    half = run(tmp_path / "bf16", *flags, "--amp", "bf16")
+    (fp32,), (bf16,) = (lines(tmp_path / d / "metrics.jsonl") for d in ("fp32", "bf16"))
+    assert math.isfinite(bf16["loss"]) and math.isfinite(bf16["penalty"])
+    # bf16 keeps 8 bits of mantissa (relative rounding 2^-9 per op); 2% covers the network's
+    # accumulated rounding with room to spare (measured: see examples/README.md).
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02)
+    assert bf16["loss"] != fp32["loss"]  # autocast was on
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["flags"]["amp"] == "bf16"
+    assert 0.0 <= half["methods"]["pdd+deg"]["test_accuracy"] <= 1.0 and full["methods"]
 
 
 def test_resume_appends_an_epoch_the_log_missed(tmp_path):
@@ -236,6 +267,25 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path):
         save_json(path, {"not json": object()})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_deg_every_n_skips_the_penalty_between_penalised_steps(tmp_path):
+    """--deg-every N: a step without the penalty is the baseline's step; the logged penalty
+    averages the penalised steps only."""
+    torch.manual_seed(0)
+    members = build_members(3, 8, 10)
+    images, labels = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    weights = Weights("mean", 0.01, 2.0, 0.5)
+    skipped = training_objective(METHODS["deg"], members, None, images, labels, weights, with_penalty=False)
+    baseline = training_objective(METHODS["baseline"], members, None, images, labels, weights)
+    penalised = training_objective(METHODS["deg"], members, None, images, labels, weights)
+    torch.testing.assert_close(skipped.loss, baseline.loss)
+    assert skipped.penalty == 0 and penalised.penalty != 0
+    torch.testing.assert_close(penalised.loss, baseline.loss + 0.01 * penalised.penalty)
+
+    every = run(tmp_path / "every", "--epochs", "1", "--max-batches", "3", "--methods", "deg", "--deg-every", "2")
+    (record,) = lines(tmp_path / "every" / "metrics.jsonl")
+    assert every["methods"]["deg"]["test_accuracy"] > 0 and record["penalty"] != 0
 
 
 def test_member_cross_entropies_match_a_loop_over_members():

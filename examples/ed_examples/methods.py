@@ -9,6 +9,10 @@
 - ``gal``: eq. 1 plus lambda times the Gradient Alignment Loss (Kariyappa and Qureshi 2019),
   a peer input-gradient penalty (not in the paper's tables; for the cost comparison of
   ``benchmarks/``), weighted by ``--gal-lambda``.
+- ``advt-fgsm``, ``advt-pgd``: adversarial training, eq. 1 on clean and on FGSM / PGD
+  examples of the ensemble crafted on each batch (Table 6, AdvT_FGSM / AdvT_PGD; see
+  ``adversarial.py`` for the recipe and its sources).
+- ``advt-fgsm+pdd``, ``advt-pgd+pdd``: adversarial training with PDD (Table 6, AdvT + PDD).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradien
 from ensemble_diversity.gal import gradient_alignment_loss
 from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
+from .adversarial import AdversarialTraining, Attack, craft_adversarial
 from .members import member_outputs
 
 
@@ -34,6 +39,8 @@ class Method(NamedTuple):
     deg: bool
     adp: bool
     gal: bool = False
+    attack: Attack | None = None
+    """Adversarial training with examples from this attack, or None."""
 
 
 METHODS: dict[str, Method] = {
@@ -43,6 +50,10 @@ METHODS: dict[str, Method] = {
     "deg": Method(pdd=False, deg=True, adp=False),
     "pdd+deg": Method(pdd=True, deg=True, adp=False),
     "gal": Method(pdd=False, deg=False, adp=False, gal=True),
+    "advt-fgsm": Method(pdd=False, deg=False, adp=False, attack="fgsm"),
+    "advt-pgd": Method(pdd=False, deg=False, adp=False, attack="pgd"),
+    "advt-fgsm+pdd": Method(pdd=True, deg=False, adp=False, attack="fgsm"),
+    "advt-pgd+pdd": Method(pdd=True, deg=False, adp=False, attack="pgd"),
 }
 
 
@@ -58,11 +69,11 @@ class Weights(NamedTuple):
 
 class Objective(NamedTuple):
     loss: Tensor
-    """Scalar to minimise: eq. 1 plus the method's regulariser (eq. 4 for DEG)."""
+    """Scalar to minimise: eq. 1 plus the method's regulariser (eq. 4 for DEG), mixed over clean and adversarial inputs for AdvT."""
     penalty: Tensor
     """Scalar, detached: eq. 3's L_g before lambda for DEG (GAL's for gal), ADP's regulariser for adp, 0 otherwise."""
     logits: Tensor
-    """``[K, B, L]``, detached: the members' training-mode logits."""
+    """``[K, B, L]``, detached: the members' training-mode logits on the clean images (adversarial ones when AdvT weighs clean by 0)."""
 
 
 def parse_methods(text: str) -> list[str]:
@@ -86,14 +97,32 @@ def training_objective(
     images: Tensor,
     labels: Tensor,
     weights: Weights,
+    adversarial: AdversarialTraining | None = None,
     *,
     with_penalty: bool = True,
 ) -> Objective:
-    """The method's loss on one batch ``images [B, ...]``, ``labels [B]``; members in training mode.
+    """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; members in training mode.
 
+    With an attack (``advt-*``), ``adversarial`` says how to craft the batch's adversarial
+    examples and the loss is ``(1 - w) * objective(clean) + w * objective(adversarial)``.
     ``with_penalty=False`` leaves out the input-gradient penalty (DEG, GAL) on this batch, the
     cheaper setting ``--deg-every N`` that pays for double backprop on every N-th step only.
     """
+    if method.attack is not None:
+        if adversarial is None:
+            raise ValueError(f"Expected `adversarial` settings for a method with attack {method.attack!r}, but got None")
+        plain = method._replace(attack=None)
+        crafted = craft_adversarial(method.attack, members, pdd, images, labels, adversarial)
+        attacked = training_objective(plain, members, pdd, crafted, labels, weights, with_penalty=with_penalty)
+        if adversarial.weight == 1.0:
+            # Adversarial examples only (Madry et al. 2018): no clean pass, so BatchNorm's
+            # running statistics see only what the loss trains on.
+            return attacked
+        clean = training_objective(plain, members, pdd, images, labels, weights, with_penalty=with_penalty)
+        mix = adversarial.weight
+        return Objective(
+            (1 - mix) * clean.loss + mix * attacked.loss, (1 - mix) * clean.penalty + mix * attacked.penalty, clean.logits
+        )
     gradient_penalty = (method.deg or method.gal) and with_penalty
     # DEG differentiates each member's loss with respect to its input: one input per member
     # (views of the batch) lets one backward pass give all K gradients.

@@ -5,6 +5,11 @@ members' parameters (momentum 0.9, weight decay 5e-4, lr 0.02), cosine annealing
 learning rate per epoch down to 1e-4, batches of 64. Where they keep the epoch with the best
 *test* accuracy, this keeps the one with the best *validation* accuracy, so the test split
 is read only by the final evaluation.
+
+``--amp bf16`` runs each training step's forward passes and losses (the adversarial crafting
+included) under ``torch.autocast`` to bfloat16, on CUDA and on CPU alike; the backward pass,
+the parameters, the optimiser and the validation pass stay in float32. bfloat16 has float32's
+exponent range, so no loss scaling is needed.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 
 from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
+from .adversarial import DEFAULT_ADVERSARIAL_TRAINING, AdversarialTraining
 from .data import NUM_CLASSES, Split, Splits
 from .members import build_members, member_outputs
 from .methods import METHODS, Method, Weights, ensemble_correct, training_objective
@@ -54,6 +60,10 @@ class Recipe:
     seed: int
     max_batches: int | None
     deg_every: int = 1
+    adversarial: AdversarialTraining = DEFAULT_ADVERSARIAL_TRAINING
+    """How the ``advt-*`` methods craft and weigh adversarial examples."""
+    amp: Literal["none", "bf16"] = "none"
+    """Autocast dtype of the training step's forward passes and losses."""
 
 
 class TrainedMethod(NamedTuple):
@@ -164,9 +174,11 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
     for index, batch in enumerate(batches):
         # Counted from the run's first step, so a resumed run penalises the same steps.
         with_penalty = ((epoch - 1) * len(batches) + index) % recipe.deg_every == 0
-        objective = training_objective(
-            method, state.members, state.pdd, images[batch], labels[batch], recipe.weights, with_penalty=with_penalty
-        )
+        with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=recipe.amp == "bf16"):
+            objective = training_objective(
+                method, state.members, state.pdd, images[batch], labels[batch], recipe.weights, recipe.adversarial,
+                with_penalty=with_penalty,
+            )
         state.optimizer.zero_grad(set_to_none=True)
         objective.loss.backward()
         state.optimizer.step()

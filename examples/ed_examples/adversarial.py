@@ -1,0 +1,149 @@
+"""Adversarial training's inner loop: FGSM / PGD examples of the ensemble, crafted on each batch.
+
+The paper combines PDD with adversarial training, "AdvT_FGSM" and "AdvT_PGD" (Table 6,
+section "Adversarial Training"), which "augments the training data with adversarial examples
+in each mini-batch" (Goodfellow et al. 2015), but states no crafting parameter, and the
+authors' public code (ALIS-Lab/AAAI2021-PDD) has no adversarial-training script. The paper
+sets its attacks "following the experimental settings in (Pang et al. 2019)", so the defaults
+here are the adversarial training of that paper's code (P2333/Adaptive-Diversity-Promoting,
+``advtrain_cifar10.py``); every one is a flag of ``examples/train.py``:
+
+- the attacked model is the *ensemble*: the members' softmax probabilities averaged
+  (``keras.layers.Average()`` over the members there; the paper's ensemble, and the model
+  the authors' ``whitebox_test.py`` attacks); the attack loss is the CE of that average;
+- L_inf bound eps drawn per batch uniformly from [0.01, 0.05] (``tf.random_uniform((), 0.01,
+  0.05)`` there);
+- FGSM: one step of size eps, no random start; PGD: 10 steps of eps / 10 from a uniform
+  random start in the eps-ball (cleverhans ``MadryEtAl`` with ``nb_iter=10``,
+  ``eps_iter=eps/10``, its default ``rand_init``; the authors' ``whitebox_test.py`` attacks
+  with the same step, iterations and one random start);
+- the attack's labels are the ensemble's own predictions, not the true labels (cleverhans
+  and ART both do this when no labels are given, to avoid "label leaking", Kurakin et al. 2017);
+- pixels stay in [0, 1] (the paper normalises intensities to 1);
+- the crafting runs in the network's training mode (the attack is part of the Keras training
+  graph there), so BatchNorm uses the batch's statistics and PDD drops units while crafting;
+  the crafting passes leave every buffer (BatchNorm running statistics, PDD's priority
+  counts) as it was, a choice made here so that only the training passes count.
+
+Randomness (eps, random start, PDD masks) comes from the global torch RNG, which the
+checkpoints save, so ``--resume`` stays exact. Gradients of the crafting flow to the input
+only, never into the parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ensemble_diversity.pdd import PriorityDiversifiedDropout
+
+from .members import member_outputs
+
+Attack = Literal["fgsm", "pgd"]
+
+
+class AdversarialTraining(NamedTuple):
+    """How the ``advt-*`` methods craft and weigh their examples (flags ``--advt-*``)."""
+
+    eps: tuple[float, float]
+    """L_inf bound drawn per batch uniformly from ``[low, high]``; equal ends fix it."""
+    steps: int
+    """PGD iterations (FGSM takes one step of size eps)."""
+    step_size: float | None
+    """PGD step; None: eps / 10 of the batch."""
+    random_start: bool
+    """PGD starts from a uniform point of the eps-ball."""
+    weight: float
+    """w in ``(1 - w) * loss(clean) + w * loss(adversarial)``; 1 trains on adversarial examples only."""
+    labels: Literal["predicted", "true"]
+    """What the attack moves away from: the ensemble's predictions or the true labels."""
+    craft_mode: Literal["train", "eval"]
+    """Mode of members and PDD while crafting; ``eval`` attacks the deployed ensemble (no PDD)."""
+
+
+DEFAULT_ADVERSARIAL_TRAINING = AdversarialTraining(
+    eps=(0.01, 0.05), steps=10, step_size=None, random_start=True, weight=0.5, labels="predicted", craft_mode="train"
+)
+
+
+def ensemble_cross_entropy_of_average(logits: Tensor, labels: Tensor) -> Tensor:
+    """Scalar: CE of the ensemble's prediction, the members' softmax probabilities ``[K, B, L]`` averaged.
+
+    ``log((1/K) sum_k softmax(z_k))`` computed as a log-sum-exp of the log-probabilities, so a
+    member's vanishing probability does not underflow to ``log 0``.
+    """
+    log_mean = torch.logsumexp(F.log_softmax(logits.float(), dim=-1), dim=0) - math.log(logits.shape[0])
+    return F.nll_loss(log_mean, labels)
+
+
+def craft_adversarial(
+    attack: Attack,
+    members: nn.ModuleList,
+    pdd: PriorityDiversifiedDropout | None,
+    images: Tensor,
+    labels: Tensor,
+    settings: AdversarialTraining,
+) -> Tensor:
+    """Adversarial examples ``[B, ...]`` of ``images`` in [0, 1], within the batch's eps in L_inf; detached."""
+    low, high = settings.eps
+    eps = low + (high - low) * torch.rand((), device=images.device)
+    with _crafting_mode(members, pdd, settings.craft_mode), torch.enable_grad():
+        if settings.labels == "predicted":
+            with torch.no_grad():
+                labels = member_outputs(members, images, pdd).logits.softmax(-1).mean(0).argmax(-1)
+        if attack == "fgsm":
+            return _ascend(members, pdd, images, images, labels, eps, step=eps, steps=1)
+        start = images
+        if settings.random_start:
+            start = (images + eps * (2 * torch.rand_like(images) - 1)).clamp(0.0, 1.0)
+        step = eps / 10 if settings.step_size is None else settings.step_size
+        return _ascend(members, pdd, images, start, labels, eps, step=step, steps=settings.steps)
+
+
+def _ascend(
+    members: nn.ModuleList,
+    pdd: PriorityDiversifiedDropout | None,
+    images: Tensor,
+    start: Tensor,
+    labels: Tensor,
+    eps: Tensor,
+    *,
+    step: Tensor | float,
+    steps: int,
+) -> Tensor:
+    """``steps`` signed-gradient ascent steps on the ensemble's CE, each projected onto the eps-ball and [0, 1]."""
+    adversarial = start.detach()
+    for _ in range(steps):
+        adversarial.requires_grad_(True)
+        loss = ensemble_cross_entropy_of_average(member_outputs(members, adversarial, pdd).logits, labels)
+        # Differentiating with respect to the input alone leaves the parameters' .grad untouched.
+        (grad,) = torch.autograd.grad(loss, adversarial)
+        adversarial = adversarial.detach() + step * grad.sign()
+        adversarial = torch.minimum(torch.maximum(adversarial, images - eps), images + eps).clamp(0.0, 1.0)
+    return adversarial.detach()
+
+
+@contextlib.contextmanager
+def _crafting_mode(
+    members: nn.ModuleList, pdd: PriorityDiversifiedDropout | None, mode: Literal["train", "eval"]
+) -> Iterator[None]:
+    """Members and PDD in ``mode`` while crafting; afterwards their modes and buffers are as before."""
+    modules = [members] if pdd is None else [members, pdd]
+    training = [module.training for module in modules]
+    buffers = [buffer.clone() for module in modules for buffer in module.buffers()]
+    for module in modules:
+        module.train(mode == "train")
+    try:
+        yield
+    finally:
+        for module, was_training in zip(modules, training):
+            module.train(was_training)
+        with torch.no_grad():
+            for buffer, saved in zip((b for module in modules for b in module.buffers()), buffers):
+                buffer.copy_(saved)
