@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from machine import machine
 
 from ensemble_diversity import PriorityDiversifiedDropout
 
@@ -99,10 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     result = {
         "benchmark": "pdd_op",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **machine(device),
         "settings": {"repeats": args.repeats, "calls": args.calls, "num_intervals": "default (10 for K=3, 20 for K=5)"},
         "rows": rows,
     }

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from ed_examples.methods import METHODS, Weights, member_cross_entropies, training_objective  # noqa: E402
 from ed_examples.resnet import ResNetMember  # noqa: E402
+from machine import machine  # noqa: E402
 
 from ensemble_diversity import PriorityDiversifiedDropout, VectorizedMembers  # noqa: E402
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs  # noqa: E402
@@ -257,10 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "benchmark": "train_step",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **machine(device),
         "settings": {
             "members": "ResNet-18 (torchvision BasicBlock, CIFAR stem)",
             "width": width,

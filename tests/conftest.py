@@ -1,10 +1,11 @@
-"""Makes the examples' helper package importable as ``ed_examples``, as ``examples/*.py`` import it."""
+"""Makes ``examples/`` and ``benchmarks/`` importable as their scripts import them (``ed_examples``, ``machine``)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
+ROOT = Path(__file__).resolve().parents[1]
+for folder in (ROOT / "examples", ROOT / "benchmarks"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
