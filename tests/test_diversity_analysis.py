@@ -200,6 +200,13 @@ def test_the_command_refuses_bad_flags_naming_them(run_dir, tmp_path, capsys, fl
     assert not (tmp_path / "div").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_command_refuses_cuda_without_a_device(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        diversity.main([str(run_dir), "--out", str(tmp_path / "div"), "--device", "cuda"])
+    assert "--device" in capsys.readouterr().err
+
+
 def test_the_command_refuses_a_directory_that_is_not_a_finished_run(run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         diversity.main([str(tmp_path)])

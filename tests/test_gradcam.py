@@ -144,3 +144,12 @@ def test_centre_distance_is_invariant_to_scaling_a_map(first, second, exponent):
     pair = torch.stack([torch.from_numpy(first), torch.from_numpy(second)])[:, None]
     scaled = pair * torch.tensor([2.0**exponent, 1.0], dtype=torch.float64)[:, None, None, None]
     assert torch.equal(centre_distances(scaled), centre_distances(pair))
+
+
+def test_resnet_members_get_maps_of_the_input_size():
+    from ed_examples.resnet import ResNetMember
+
+    torch.manual_seed(2)
+    members = nn.ModuleList(ResNetMember(18, in_channels=3, num_classes=5, width=4) for _ in range(2)).eval()
+    maps = member_grad_cams(members, torch.rand(2, 3, 16, 16), torch.tensor([0, 4]))
+    assert maps.shape == (2, 2, 16, 16) and maps.min() >= 0.0 and maps.max() <= 1.0

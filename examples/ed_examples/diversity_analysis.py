@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .data import Split
 from .evaluation import Evaluation, comparison, evaluate
-from .gradcam import DEFAULT_THRESHOLD, centre_distances, hottest_centre, member_grad_cams
+from .gradcam import DEFAULT_THRESHOLD, centre_distances, check_threshold, hottest_centre, member_grad_cams
 from .run_dir import library_versions, save_json, save_png, save_text
 
 DATA_JSON = "diversity.json"
@@ -104,8 +104,7 @@ def diversity_section(
         raise ValueError("Expected argument `split` to hold at least one image, but it is empty")
     if image_index is not None and not 0 <= image_index < num_images:
         raise ValueError(f"Expected argument `image_index` to be in [0, {num_images}) (an image of the split), but got {image_index}")
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"Expected argument `threshold` to be in (0, 1] (a fraction of the map's maximum), but got {threshold!r}")
+    check_threshold(threshold)
 
     evaluations = {name: evaluate(members, split, batch_size=batch_size) for name, members in ensembles.items()}
     shared = torch.stack([evaluation.correct for evaluation in evaluations.values()]).all(dim=0)

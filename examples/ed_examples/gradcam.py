@@ -100,7 +100,7 @@ def hottest_centre(maps: Tensor, *, threshold: float = DEFAULT_THRESHOLD) -> Ten
         >>> hottest_centre(maps)
         tensor([[2., 2.]])
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     if maps.dim() < 2:
         raise ValueError(f"Expected argument `maps` to have shape [..., H, W], but got {tuple(maps.shape)}")
     height, width = maps.shape[-2:]
@@ -155,6 +155,7 @@ def _split_features(member: nn.Module) -> tuple[nn.Module, nn.Module]:
     return features[:-2], features[-2:]
 
 
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> None:
+    """Raise ValueError unless ``threshold`` is a number in (0, 1]."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
         raise ValueError(f"Expected argument `threshold` to be in (0, 1] (a fraction of the map's maximum), but got {threshold!r}")
