@@ -40,9 +40,33 @@ class Evaluation(NamedTuple):
     """``[N]``: mean pairwise gradient angle per image, degrees."""
 
 
-def evaluate(members: nn.ModuleList, split: Split) -> Evaluation:
-    """All measures of one ensemble on ``split`` (the whole split in one batch: digits is small)."""
+def evaluate(members: nn.ModuleList, split: Split, *, batch_size: int | None = None) -> Evaluation:
+    """All measures of one ensemble on ``split``, ``batch_size`` images at a time (default: all at once).
+
+    In eval mode every image's outputs and gradients are its own, so the chunking changes no
+    number beyond float rounding; it only bounds memory on large test sets.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"Expected argument `batch_size` to be None or >= 1, but got {batch_size}")
     members.eval()
+    size = batch_size or len(split.labels)
+    chunks = [
+        _evaluate_chunk(members, Split(split.images[start : start + size], split.labels[start : start + size]))
+        for start in range(0, len(split.labels), size)
+    ]
+    logits = torch.cat([chunk[0] for chunk in chunks], dim=1)
+    correct = ensemble_correct(logits, split.labels)
+    return Evaluation(
+        accuracy=correct.float().mean().item(),
+        ambiguity_entropy=ambiguity_entropy(logits, split.labels).item(),
+        correct=correct.cpu(),
+        discrimination=torch.cat([chunk[1] for chunk in chunks]),
+        angles=torch.cat([chunk[2] for chunk in chunks]),
+    )
+
+
+def _evaluate_chunk(members: nn.ModuleList, split: Split) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits ``[K, B, L]`` (detached), and eq. 6 and the gradient angle ``[B]`` (on the CPU) of one chunk."""
     # One forward serves every measure; one input per member so one backward pass gives
     # every member's input gradient.
     images = member_inputs(split.images, len(members))
@@ -51,14 +75,10 @@ def evaluate(members: nn.ModuleList, split: Split) -> Evaluation:
     # towards the norm below which a gradient counts as zero.
     member_losses = member_cross_entropies(outputs.logits, split.labels, "sum")
     grads = member_input_gradients(member_losses, images, create_graph=False, per_member=True)
-    logits, features = outputs.logits.detach(), outputs.features.detach()
-    correct = ensemble_correct(logits, split.labels)
-    return Evaluation(
-        accuracy=correct.float().mean().item(),
-        ambiguity_entropy=ambiguity_entropy(logits, split.labels).item(),
-        correct=correct.cpu(),
-        discrimination=discrimination_score(features).cpu(),
-        angles=gradient_angles(grads).cpu(),
+    return (
+        outputs.logits.detach(),
+        discrimination_score(outputs.features.detach()).cpu(),
+        gradient_angles(grads).cpu(),
     )
 
 

@@ -92,6 +92,15 @@ def save_json(path: Path, value: Any) -> None:
     _atomic_write(path, lambda file: file.write(json.dumps(value, indent=2) + "\n"), "w")
 
 
+def save_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda file: file.write(text), "w")
+
+
+def save_png(path: Path, figure: Any) -> None:
+    """Save a matplotlib ``figure`` (anything with ``savefig``) as PNG, atomically."""
+    _atomic_write(path, lambda file: figure.savefig(file, format="png"), "wb")
+
+
 def load_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
