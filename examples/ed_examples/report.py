@@ -97,7 +97,7 @@ def paper_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
                 rows.append([NAMES[attack], f"{value:g}"] + [_cell(_find(results, protocol="paper", attack=attack, norm=norm, value=value, method=m)) for m in methods])
     if len(rows) == 1:
         return ""
-    settings = next(iter(results.values())).get("settings") or {}
+    settings = next(r["settings"] for r in results.values() if r["protocol"] == "paper")
     return "\n".join([
         "## White-box attacks, paper protocol (Tables 2, 3, 5)",
         "",
