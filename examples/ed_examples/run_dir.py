@@ -89,11 +89,15 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
 
 
 def save_json(path: Path, value: Any) -> None:
-    _atomic_write(path, lambda file: file.write(json.dumps(value, indent=2) + "\n"), "w")
+    save_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def save_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda file: file.write(text), "w")
+
+
+def save_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda file: file.write(data), "wb")
 
 
 def save_png(path: Path, figure: Any) -> None:

@@ -1,0 +1,268 @@
+"""The robustness evaluation, ``examples/evaluate.py``: every attack lowers an undefended
+ensemble's accuracy, every result and report section is written, finished attacks are
+skipped on a rerun, the report is built from results alone, and bad input is refused."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("art")
+pytest.importorskip("matplotlib")
+
+from ed_examples.attacks import AttackSettings, craft, ensemble_classifier
+from ed_examples.data import digits_splits
+from ed_examples.report import REPORT, write_report
+from ed_examples.robustness import ensemble_correct_on, result_key, robust_result
+from ed_examples.run_dir import load_json
+from ed_examples.trained import load_trained_ensembles
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load("train")
+evaluate = _load("evaluate")
+
+# Few iterations everywhere: the tests check that each attack runs and bites, not its strength.
+FAST = [
+    "--limit", "8", "--threads", "1", "--steps", "3", "--cw-steps", "3", "--cw-search-steps", "1",
+    "--strong-steps", "3", "--strong-restarts", "1", "--square-queries", "5",
+    "--fgsm-eps", "0.2", "--bim-eps", "0.2", "--pgd-eps", "0.2", "--jsma-gamma", "0.1", "--cw-const", "1",
+    "--sweep-linf", "0.1,0.2", "--sweep-l2", "1,2",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run many times faster on one thread than on contended cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A baseline ensemble that classifies digits well (4 epochs, ~96%), and a PDD one."""
+    path = tmp_path_factory.mktemp("train")
+    train.main(["--run-dir", str(path), "--methods", "baseline,pdd", "--epochs", "4", "--width", "16", "--lr", "0.1"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def rescaled_run_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rescaled")
+    train.main(["--run-dir", str(path), "--methods", "pdd", "--pdd-rescale", "--epochs", "1", "--max-batches", "2", "--width", "16"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(run_dir, rescaled_run_dir, tmp_path_factory) -> Path:
+    """One evaluation with every attack, transfer from the run itself (Type I and II)."""
+    out_dir = tmp_path_factory.mktemp("eval") / "out"
+    evaluate.main([str(run_dir), str(rescaled_run_dir), "--out-dir", str(out_dir), *FAST,
+                   "--type1-surrogate", str(run_dir), "--type2-surrogate", str(run_dir)])
+    return out_dir
+
+
+def test_load_trained_ensembles_gives_the_trained_models_in_eval_mode(run_dir):
+    ensembles = load_trained_ensembles(run_dir)
+    assert list(ensembles) == ["baseline", "pdd"]
+    results = load_json(run_dir / "results.json")
+    test = digits_splits(0, torch.device("cpu")).test
+    for name, members in ensembles.items():
+        assert len(members) == 3 and not any(member.training for member in members)
+        accuracy = ensemble_correct_on(members, test.images, test.labels).float().mean().item()
+        assert accuracy == pytest.approx(results["methods"][name]["test_accuracy"])
+
+
+@pytest.mark.parametrize(
+    "attack, parameter, norm",
+    [("fgsm", 0.2, np.inf), ("bim", 0.2, np.inf), ("pgd", 0.2, np.inf), ("pgd", 2.0, 2.0), ("jsma", 0.2, np.inf),
+     ("cw", 10.0, 2.0), ("pgd-strong", 0.2, np.inf), ("autoattack", 0.2, np.inf)],
+)
+def test_every_attack_lowers_the_accuracy_of_an_undefended_ensemble(run_dir, attack, parameter, norm):
+    members = load_trained_ensembles(run_dir)["baseline"]
+    test = digits_splits(0, torch.device("cpu")).test
+    images, labels = test.images[:16], test.labels[:16]
+    strong = attack in ("pgd-strong", "autoattack")
+    settings = AttackSettings(steps=10, jsma_theta=1.0, cw_steps=10, cw_lr=0.1, cw_search_steps=1, strong_steps=10, strong_restarts=1, square_queries=10)
+    classifier = ensemble_classifier(members, "logits" if strong else "probabilities", (1, 8, 8), torch.device("cpu"))
+    np.random.seed(0)
+    adversarial = craft(attack, parameter, classifier, images.numpy(), labels.numpy() if strong else None, settings, norm=norm)
+
+    assert adversarial.shape == images.shape and adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+    if norm == np.inf:
+        assert np.abs(adversarial - images.numpy()).max() <= parameter + 1e-5 or attack in ("jsma", "cw")
+    before = ensemble_correct_on(members, images, labels).float().mean().item()
+    after = ensemble_correct_on(members, torch.from_numpy(adversarial), labels).float().mean().item()
+    assert before >= 0.75
+    assert after < before - 0.2
+
+
+def test_every_attack_and_report_section_is_written(evaluated):
+    results = load_json(evaluated / "results.json")["results"]
+    methods = ["baseline", "pdd", "pdd (rescaled)"]
+    for method in methods:
+        for key in ("paper/fgsm/inf/0.2", "paper/bim/inf/0.2", "paper/pgd/inf/0.2", "paper/jsma/0/0.1", "paper/cw/2/1",
+                    "strong/pgd-strong/inf/0.2", "strong/autoattack/inf/0.2", "paper/pgd/inf/0.1", "paper/pgd/2/2",
+                    "strong/pgd-strong/2/1", "clean/none/-/0"):
+            result = results[f"{key}/{method}"]
+            assert result["images"] == 8 and len(result["robust"]) == 8
+            assert 0 <= result["robust_correct"] <= result["clean_correct"] <= 8
+            assert result["accuracy"] == result["robust_correct"] / 8
+    # Type I: the baseline of the surrogate run for every target; Type II: the target's own method.
+    surrogate = Path(results["clean/none/-/0/baseline"]["run_dir"]).name
+    assert f"transfer-I/pgd/inf/0.2/pdd (rescaled)/{surrogate}:baseline" in results
+    assert f"transfer-II/jsma/0/0.1/pdd (rescaled)/{surrogate}:pdd" in results
+    assert results["paper/pgd/inf/0.2/baseline"]["model_output"] == "averaged probabilities"
+    assert results["paper/pgd/inf/0.2/baseline"]["labels"] == "model predictions"
+    assert results["strong/autoattack/inf/0.2/baseline"]["model_output"] == "averaged logits"
+    assert results["strong/autoattack/inf/0.2/baseline"]["labels"] == "true labels"
+
+    csv_lines = (evaluated / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("key,protocol,attack") and len(csv_lines) == len(results) + 1
+    config = load_json(evaluated / "config.json")
+    assert config["versions"]["adversarial-robustness-toolbox"] and config["flags"]["limit"] == 8
+    report = (evaluated / REPORT).read_text()
+    for heading in ("# Robustness evaluation", "paper protocol (Tables 2, 3, 5)", "beside the strong protocol",
+                    "transfer attacks (Table 4)", "(Fig. 4)"):
+        assert heading in report
+    assert "| Attacks | Para. | baseline | pdd | pdd (rescaled) |" in report
+    assert (evaluated / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_rerun_skips_finished_attacks(evaluated, run_dir, rescaled_run_dir, monkeypatch):
+    before = (evaluated / "results.json").read_text()
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("a finished attack ran again")
+
+    monkeypatch.setattr(evaluate, "craft", no_attack)
+    evaluate.main([str(run_dir), str(rescaled_run_dir), "--out-dir", str(evaluated), *FAST,
+                   "--type1-surrogate", str(run_dir), "--type2-surrogate", str(run_dir)])
+    assert (evaluated / "results.json").read_text() == before
+    assert len(load_json(evaluated / "config.json")["sessions"]) == 1
+
+
+def test_a_failing_attack_keeps_the_results_before_it(run_dir, tmp_path, monkeypatch):
+    calls = []
+    real_craft = evaluate.craft
+
+    def craft_then_fail(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise RuntimeError("crash")
+        return real_craft(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "craft", craft_then_fail)
+    with pytest.raises(RuntimeError, match="crash"):
+        evaluate.main([str(run_dir), "--out-dir", str(tmp_path / "out"), *FAST, "--attacks", "fgsm,bim"])
+    results = load_json(tmp_path / "out" / "results.json")["results"]
+    assert "paper/fgsm/inf/0.2/baseline" in results and "paper/fgsm/inf/0.2/pdd" not in results
+    assert "paper/fgsm/inf/0.2/baseline" in (tmp_path / "out" / "results.csv").read_text()
+    assert "FGSM" in (tmp_path / "out" / REPORT).read_text()
+
+
+def _result(protocol, attack, norm, value, method, robust, surrogate=None):
+    robust = torch.tensor(robust, dtype=torch.bool)
+    # Clean results are their own "before": every other result's images were all right before.
+    clean = robust if protocol == "clean" else torch.ones_like(robust)
+    key = result_key(protocol, attack, norm, value, method, surrogate)
+    return key, robust_result(clean, robust, key=key, protocol=protocol, attack=attack, norm=norm, value=value,
+                              method=method, surrogate=surrogate, settings={"steps": 10})
+
+
+def test_the_report_is_built_from_results_alone(tmp_path):
+    """Baseline 1/4 robust; ``kept`` keeps its paper-protocol gain under the strong protocol, ``erased`` loses it."""
+    rows = [
+        _result("clean", "none", "-", 0.0, "baseline", [1, 1, 1, 0]),
+        _result("clean", "none", "-", 0.0, "kept", [1, 1, 1, 1]),
+        _result("clean", "none", "-", 0.0, "erased", [1, 1, 1, 1]),
+        _result("paper", "pgd", "inf", 0.1, "baseline", [1, 0, 0, 0]),
+        _result("paper", "pgd", "inf", 0.1, "kept", [1, 1, 1, 0]),
+        _result("paper", "pgd", "inf", 0.1, "erased", [1, 1, 1, 1]),
+        _result("strong", "pgd-strong", "inf", 0.1, "baseline", [1, 0, 0, 0]),
+        _result("strong", "pgd-strong", "inf", 0.1, "kept", [1, 1, 1, 0]),
+        _result("strong", "pgd-strong", "inf", 0.1, "erased", [1, 1, 1, 0]),
+        _result("strong", "autoattack", "inf", 0.1, "baseline", [0, 0, 0, 0]),
+        _result("strong", "autoattack", "inf", 0.1, "kept", [1, 1, 0, 0]),
+        _result("strong", "autoattack", "inf", 0.1, "erased", [0, 0, 0, 1]),
+        _result("paper", "pgd", "inf", 0.2, "baseline", [0, 0, 0, 0]),
+        _result("paper", "pgd", "inf", 0.2, "kept", [1, 0, 0, 0]),
+        _result("paper", "pgd", "inf", 0.2, "erased", [0, 0, 0, 0]),
+        _result("transfer-I", "fgsm", "inf", 0.1, "kept", [1, 1, 0, 0], surrogate="s:baseline"),
+    ]
+    results = dict(rows)
+    config = {"flags": {"run_dirs": ["r"], "dataset": "digits", "limit": 4, "seed": 0, "pgd_eps": [0.1],
+                        "sweep_linf": [0.1, 0.2], "sweep_l2": [0.5]},
+              "argv": ["r", "--limit", "4"], "versions": {"torch": "x"}, "sessions": []}
+    report = write_report(tmp_path, results, config).read_text()
+
+    assert "| No Attack | - | 75.0 (100.0) | 100.0 (100.0) | 100.0 (100.0) |" in report
+    assert "| PGD | 0.1 | 25.0 (25.0) | 75.0 (75.0) | 100.0 (100.0) |" in report
+    # Worst case over both strong attacks: baseline 0, kept 2/4, erased 0/4.
+    assert "| **strong, worst case** | 0.1 | 0.0 | 50.0 | 0.0 |" in report
+    # Gains: kept +50 -> +50 (kept), erased +75 -> +0 (flagged).
+    assert "| PGD | 0.1 | +50.0 -> +50.0 | +75.0 -> +0.0 **FLAG** |" in report
+    # Sweep: the paper PGD reaches zero at 0.2 for baseline and erased, never for kept.
+    assert "| PGD L_inf | limit | 0.2 | > 0.2 | 0.2 |" in report
+    assert "| Type I | FGSM | 0.1 | - | 50.0 (50.0) | - |" in report
+    assert (tmp_path / "sweep.png").exists()
+
+
+def test_robust_accuracy_counts_an_image_only_when_right_before_and_after():
+    clean = torch.tensor([True, True, False, True])
+    after = torch.tensor([True, False, True, False])  # image 2 turned right by the attack: not robust
+    result = robust_result(clean, after)
+    assert result["robust"] == [1, 0, 0, 0]
+    assert result["accuracy"] == 0.25 and result["conditional_accuracy"] == pytest.approx(1 / 3)
+    assert math.isnan(robust_result(torch.zeros(2, dtype=torch.bool), torch.ones(2, dtype=torch.bool))["conditional_accuracy"])
+
+
+def _error(capsys, argv) -> str:
+    with pytest.raises(SystemExit):
+        evaluate.main(argv)
+    return capsys.readouterr().err
+
+
+def test_bad_input_is_refused_naming_the_flag(run_dir, tmp_path, capsys):
+    out = ["--out-dir", str(tmp_path / "out")]
+    error = _error(capsys, [str(tmp_path), *out])
+    assert "RUN_DIR" in error and "config.json" in error
+    assert "--pgd-eps" in _error(capsys, [str(run_dir), *out, "--pgd-eps", "0.1,1.5"])
+    assert "--sweep-linf" in _error(capsys, [str(run_dir), *out, "--sweep-linf", "-0.1"])
+    error = _error(capsys, [str(run_dir), *out, "--attacks", "pgd,deepfool"])
+    assert "--attacks" in error and "deepfool" in error
+    assert "--dataset" in _error(capsys, [str(run_dir), *out, "--dataset", "cifar100"])
+    assert "--type1-surrogate" in _error(capsys, [str(run_dir), *out, "--type1-surrogate", str(tmp_path)])
+    assert "--type1-surrogate" in _error(capsys, [str(run_dir), *out, "--attacks", "transfer"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_missing_a_model_is_refused(run_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((run_dir / "config.json").read_text())
+    (broken / "model-baseline.pt").write_bytes((run_dir / "model-baseline.pt").read_bytes())
+    error = _error(capsys, [str(broken), "--out-dir", str(tmp_path / "out")])
+    assert "RUN_DIR" in error and "model-pdd.pt" in error
+
+
+def test_resuming_with_other_flags_is_refused(evaluated, run_dir, capsys):
+    error = _error(capsys, [str(run_dir), "--out-dir", str(evaluated), "--limit", "9"])
+    assert "--out-dir" in error and "--limit" in error
+    assert json.loads((evaluated / "config.json").read_text())["flags"]["limit"] == 8
