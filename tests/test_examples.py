@@ -59,7 +59,7 @@ def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["flags"]["methods"] == ",".join(methods)
     assert config["flags"]["seed"] == 0 and config["flags"]["epochs"] == 1
-    assert set(config["versions"]) == {"python", "torch", "numpy", "scikit-learn", "ensemble_diversity"}
+    assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy", "scikit-learn", "ensemble_diversity"}
 
     records = lines(tmp_path / "metrics.jsonl")
     assert [r["method"] for r in records] == methods
@@ -102,7 +102,11 @@ def test_same_seed_gives_every_method_the_same_initial_members(tmp_path):
     [
         (["--methods", "baseline,dropout"], "--methods"),
         (["--methods", "baseline,baseline"], "--methods"),
-        (["--dataset", "cifar100"], "--dataset"),
+        (["--dataset", "mnist"], "--dataset"),
+        (["--arch", "resnet50"], "--arch"),
+        (["--val-fraction", "0.5"], "--val-fraction"),
+        (["--dataset", "cifar100", "--val-fraction", "1.0"], "--val-fraction"),
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
         (["--members", "1"], "--members"),
         (["--num-intervals", "3"], "--num-intervals"),
         (["--alpha", "1.5"], "--alpha"),

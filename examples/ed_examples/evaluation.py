@@ -24,7 +24,7 @@ from ensemble_diversity.metrics import (
     gradient_angles,
 )
 
-from .data import Split
+from .data import Split, split_batches
 from .members import member_outputs
 from .methods import ensemble_correct, member_cross_entropies
 
@@ -40,24 +40,30 @@ class Evaluation(NamedTuple):
     """``[N]``: mean pairwise gradient angle per image, degrees."""
 
 
-def evaluate(members: nn.ModuleList, split: Split) -> Evaluation:
-    """All measures of one ensemble on ``split`` (the whole split in one batch: digits is small)."""
+def evaluate(members: nn.ModuleList, split: Split, batch_size: int) -> Evaluation:
+    """All measures of one ensemble on ``split``, ``batch_size`` images at a time (each measure is per image)."""
     members.eval()
-    # One forward serves every measure; the input is a leaf so its gradients can be taken.
-    images = split.images.detach().requires_grad_(True)
-    outputs = member_outputs(members, images)
-    # Summed over images, each image's gradient is that of its own loss, not scaled down by N
-    # towards the norm below which a gradient counts as zero.
-    member_losses = member_cross_entropies(outputs.logits, split.labels, "sum")
-    grads = member_input_gradients(member_losses, images, create_graph=False)
-    logits, features = outputs.logits.detach(), outputs.features.detach()
-    correct = ensemble_correct(logits, split.labels)
+    logits, correct, discrimination, angles = [], [], [], []
+    for images, labels in split_batches(split, batch_size):
+        # One forward serves every measure; the input is a leaf so its gradients can be taken.
+        images = images.requires_grad_(True)
+        outputs = member_outputs(members, images)
+        # Summed over images, each image's gradient is that of its own loss, not scaled down by
+        # N towards the norm below which a gradient counts as zero.
+        member_losses = member_cross_entropies(outputs.logits, labels, "sum")
+        grads = member_input_gradients(member_losses, images, create_graph=False)
+        batch_logits = outputs.logits.detach()
+        logits.append(batch_logits)
+        correct.append(ensemble_correct(batch_logits, labels).cpu())
+        discrimination.append(discrimination_score(outputs.features.detach()).cpu())
+        angles.append(gradient_angles(grads).cpu())
+    correct_all = torch.cat(correct)
     return Evaluation(
-        accuracy=correct.float().mean().item(),
-        ambiguity_entropy=ambiguity_entropy(logits, split.labels).item(),
-        correct=correct.cpu(),
-        discrimination=discrimination_score(features).cpu(),
-        angles=gradient_angles(grads).cpu(),
+        accuracy=correct_all.float().mean().item(),
+        ambiguity_entropy=ambiguity_entropy(torch.cat(logits, dim=1), split.labels).item(),
+        correct=correct_all,
+        discrimination=torch.cat(discrimination),
+        angles=torch.cat(angles),
     )
 
 

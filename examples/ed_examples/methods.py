@@ -79,12 +79,19 @@ def training_objective(
     images: Tensor,
     labels: Tensor,
     weights: Weights,
+    *,
+    model: nn.Module | None = None,
 ) -> Objective:
-    """The method's loss on one batch ``images [B, 1, 8, 8]``, ``labels [B]``; members in training mode."""
+    """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; members in training mode.
+
+    ``model``: the forward to run, ``MemberStack(members, pdd)`` wrapped in DistributedDataParallel
+    under ``torchrun`` (DDP syncs gradients only for a forward through it); by default
+    ``member_outputs(members, images, pdd)``.
+    """
     # DEG differentiates each member's loss with respect to the input, so the input must be a
     # leaf that requires grad before the forward pass.
     inputs = images.detach().requires_grad_(True) if method.deg else images
-    logits = member_outputs(members, inputs, pdd).logits
+    logits = (member_outputs(members, inputs, pdd) if model is None else model(inputs)).logits
     # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
     member_losses = member_cross_entropies(logits, labels, "mean")
     loss = member_losses.mean() if weights.ce_reduction == "mean" else member_losses.sum()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import sklearn
 import torch
+import torchvision
 
 import ensemble_diversity
 
@@ -35,8 +36,11 @@ def checkpoint_path(run_dir: Path, method: str) -> Path:
     return run_dir / f"checkpoint-{method}.pt"
 
 
+MODEL_PREFIX = "model-"
+
+
 def model_path(run_dir: Path, method: str) -> Path:
-    return run_dir / f"model-{method}.pt"
+    return run_dir / f"{MODEL_PREFIX}{method}.pt"
 
 
 def create_run_dir(path: Path) -> Path:
@@ -55,6 +59,7 @@ def library_versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "ensemble_diversity": _package_version(),
