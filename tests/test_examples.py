@@ -290,3 +290,14 @@ def test_a_run_killed_mid_epoch_resumes_and_loses_at_most_that_epoch(tmp_path):
     epochs = [record["epoch"] for record in lines(metrics)]
     assert epochs == [1, 2, 3, 4]  # every epoch once: none lost, none repeated
     load_ensemble(run_dir / "model-pdd+deg.pt")(torch.rand(2, 1, 8, 8))
+
+
+def test_resume_of_a_run_from_before_the_data_and_arch_flags(tmp_path):
+    run(tmp_path, "--epochs", "2", "--methods", "baseline", "--stop-after-epochs", "1")
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("arch", "data_root", "val_fraction", "pdd_statistics", "eval_batch_size"):
+        del config["flags"][key]  # as written by the version that had only digits and the CNN
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    results = train.main(["--resume", str(tmp_path)])
+    assert results["methods"]["baseline"]["best_epoch"] in (1, 2)
+    assert torch.load(tmp_path / "model-baseline.pt", weights_only=True)["arch"] == "cnn"

@@ -154,16 +154,17 @@ class CropFlip(NamedTuple):
         return CropFlip(self.shifts[rows], self.flips[rows])
 
     def apply(self, images: Tensor) -> Tensor:
-        """``[B, C, H, W]`` -> the crops of the zero-padded images, flipped where drawn."""
+        """``[B, C, H, W]`` -> the crops of the zero-padded images, flipped where drawn (one gather)."""
         size, channels, height, width = images.shape
         padded = torch.nn.functional.pad(images, (CROP_PADDING,) * 4)
         shifts, flips = self.shifts.to(images.device), self.flips.to(images.device)
-        rows = (shifts[:, 0, None] + torch.arange(height, device=images.device))[:, None, :, None]
-        cols = (shifts[:, 1, None] + torch.arange(width, device=images.device))[:, None, None, :]
-        sample = torch.arange(size, device=images.device)[:, None, None, None]
-        channel = torch.arange(channels, device=images.device)[None, :, None, None]
-        crops = padded[sample, channel, rows, cols]
-        return torch.where(flips[:, None, None, None], crops.flip(-1), crops)
+        rows = shifts[:, 0, None] + torch.arange(height, device=images.device)  # [B, H]
+        columns = torch.arange(width, device=images.device)
+        # A flipped crop reads its columns right to left.
+        columns = shifts[:, 1, None] + torch.where(flips[:, None], columns.flip(0), columns)  # [B, W]
+        index = rows[:, :, None] * padded.shape[-1] + columns[:, None, :]
+        index = index.view(size, 1, height * width).expand(size, channels, height * width)
+        return padded.flatten(2).gather(2, index).view(size, channels, height, width)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
