@@ -235,3 +235,19 @@ def test_train_refuses_a_missing_data_set_before_creating_the_run(tmp_path, caps
     err = capsys.readouterr().err
     assert "--data-root" in err and "cifar-100-python" in err and "--download" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_download_names_the_data_root(tmp_path, monkeypatch):
+    from torchvision.datasets import FashionMNIST
+
+    def offline(self):
+        raise OSError("no network")
+
+    monkeypatch.setattr(FashionMNIST, "download", offline)
+    with pytest.raises(ValueError, match="--data-root.*no network"):
+        read_image_dataset("fashion-mnist", tmp_path, download=True)
+
+
+def test_download_cannot_fetch_tiny_imagenet(tmp_path):
+    with pytest.raises(ValueError, match=f"--download cannot fetch Tiny-ImageNet.*{TINY_IMAGENET_URL}"):
+        read_image_dataset("tiny-imagenet", tmp_path, download=True)

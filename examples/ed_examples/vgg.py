@@ -2,14 +2,15 @@
 
 The convolutional part is torchvision's: ``make_layers(cfgs["D"], batch_norm=True)``, the 13
 3x3 convolutions of VGG-16 with BatchNorm and ReLU and five 2x2 max-pools. Three adaptations
-for the small images of these data sets (the CIFAR variant of VGG, as in the authors' code's
-surrogates, rather than ImageNet's 224x224 one with its 4096-unit classifier):
+for the small images of these data sets:
 
 - the first convolution takes ``in_channels`` (1 for grey Fashion-MNIST) instead of 3;
 - the max-pools round up (``ceil_mode=True``), so a 28x28 input shrinks 14, 7, 4, 2, 1 instead
   of reaching 0 at the fifth pool; 32x32 inputs are unchanged (1x1 maps), 64x64 end at 2x2;
 - a global average pool to ``[B, 8 * width]`` (512 units for ``width=64``) and one linear
   layer as the head, so PDD can act on the pooled post-ReLU features like for the ResNets.
+  The authors' surrogate (``networks/ensemble_vgg.py`` of ALIS-Lab/AAAI2021-PDD) keeps
+  ImageNet's head instead: a 7x7 adaptive pool and a 4096-4096 classifier with dropout.
 
 ``width`` scales every stage (64 is the real VGG-16; smaller widths are for tests).
 """
