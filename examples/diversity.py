@@ -15,35 +15,10 @@ import sys
 from pathlib import Path
 
 import torch
-from ed_examples.data import NUM_CLASSES, digits_splits
 from ed_examples.diversity_analysis import diversity_section
 from ed_examples.gradcam import DEFAULT_THRESHOLD
-from ed_examples.members import build_members
-from ed_examples.methods import parse_methods
-from ed_examples.run_dir import CONFIG, library_versions, load_json, load_torch, model_path, save_json
-from torch import nn
-
-from ensemble_diversity.ensemble import Ensemble
-
-
-def load_ensembles(run_dir: Path, device: torch.device) -> dict[str, nn.ModuleList]:
-    """Method name -> its kept members (eval mode, on ``device``), in the run's ``--methods`` order."""
-    if not (run_dir / CONFIG).exists():
-        raise ValueError(f"Expected RUN_DIR to be a run directory of examples/train.py, but {str(run_dir)!r} has no {CONFIG}")
-    flags = load_json(run_dir / CONFIG)["flags"]
-    ensembles = {}
-    for name in parse_methods(flags["methods"]):
-        path = model_path(run_dir, name)
-        if not path.exists():
-            raise ValueError(
-                f"Expected RUN_DIR to hold the kept model of every method it trains, but {str(path)!r} is missing; "
-                f"finish the run first (python examples/train.py --resume {run_dir})"
-            )
-        saved = load_torch(path)
-        members = build_members(saved["members"], saved["width"], NUM_CLASSES)
-        Ensemble(members).load_state_dict(saved["ensemble"])
-        ensembles[name] = members.to(device).eval()
-    return ensembles
+from ed_examples.run_dir import library_versions, save_json
+from ed_examples.trained import load_trained_ensembles, run_flags, test_split
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,13 +45,11 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("Expected --device cuda to find a CUDA device, but torch.cuda.is_available() is False; use --device cpu")
     device = torch.device(args.device)
     try:
-        ensembles = load_ensembles(args.run_dir, device)
+        ensembles = {name: members.to(device) for name, members in load_trained_ensembles(args.run_dir).items()}
+        flags = run_flags(args.run_dir)
+        test = test_split(flags, device)
     except ValueError as error:
-        parser.error(str(error))
-    flags = load_json(args.run_dir / CONFIG)["flags"]
-    if flags["dataset"] != "digits":
-        parser.error(f"Expected RUN_DIR to be a run on digits (the only data set of this version), but it trained on {flags['dataset']!r}")
-    test = digits_splits(flags["seed"], device).test
+        parser.error(f"RUN_DIR: {error}")
     if args.image_index is not None and not 0 <= args.image_index < len(test.labels):
         parser.error(f"Expected --image-index to be in [0, {len(test.labels)}) (a test image), but got {args.image_index}")
 

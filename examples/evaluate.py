@@ -35,12 +35,11 @@ from ed_examples.attacks import (
     craft,
     ensemble_classifier,
 )
-from ed_examples.data import digits_splits
 from ed_examples.methods import METHODS
 from ed_examples.report import REPORT, write_report
 from ed_examples.robustness import ResultStore, ensemble_correct_on, result_key, robust_result
 from ed_examples.run_dir import CONFIG, create_run_dir, library_versions, load_json, save_json
-from ed_examples.trained import load_trained_ensembles, run_flags
+from ed_examples.trained import load_trained_ensembles, run_flags, test_split
 from torch import nn
 
 SWEEPS = ("sweep", "sweep-strong")
@@ -266,7 +265,7 @@ class Evaluation:
         self.settings = settings_of(flags)
         self.device = torch.device(flags["device"])
         self.targets = {label: target._replace(members=target.members.to(self.device)) for label, target in targets.items()}
-        test = digits_splits(train_flags["seed"], self.device).test
+        test = test_split(train_flags, self.device)
         self.images, self.labels = test.images[: flags["limit"]], test.labels[: flags["limit"]]
         self.clean = {label: ensemble_correct_on(target.members, self.images, self.labels) for label, target in self.targets.items()}
         self.store = ResultStore(out_dir)

@@ -1,9 +1,11 @@
-"""Train deep ensembles with and without PDD + DEG on digits and compare them.
+"""Train deep ensembles with and without PDD + DEG and compare them.
 
-    PYTHONPATH=src python examples/train.py                      # baseline vs pdd+deg, K=3
+    PYTHONPATH=src python examples/train.py                      # digits, baseline vs pdd+deg, K=3
     PYTHONPATH=src python examples/train.py --methods baseline,adp,pdd,deg,pdd+deg
+    PYTHONPATH=src python examples/train.py --dataset cifar100 --data-root data --download --epochs 150
     PYTHONPATH=src python examples/train.py --resume runs/<run>  # continue an interrupted run
     PYTHONPATH=src python examples/train.py --methods advt-pgd,advt-pgd+pdd  # Table 6
+    PYTHONPATH=src torchrun --nproc_per_node 2 examples/train.py ...  # DistributedDataParallel
 
 Every method trains K members simultaneously with the same seed, split and initial weights
 (Huang et al., AAAI 2021: eq. 1 for the baseline, Algorithm 1 / eq. 2 for PDD, eqs. 3-4 for
@@ -22,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from ed_examples.adversarial import DEFAULT_ADVERSARIAL_TRAINING, AdversarialTraining
-from ed_examples.data import DATASETS, digits_splits
+from ed_examples.data import DATASETS, Splits, load_splits
+from ed_examples.distributed import Ranks, broadcast_object, check_ranks_agree, init_distributed
 from ed_examples.evaluation import comparison, evaluate
-from ed_examples.members import DESCRIPTION
+from ed_examples.members import ARCHITECTURES, DEFAULT_WIDTH, DESCRIPTION, feature_size
 from ed_examples.methods import METHODS, Weights, parse_methods
 from ed_examples.run_dir import (
     CONFIG,
@@ -43,7 +47,7 @@ from ensemble_diversity.ensemble import Ensemble
 
 DEFAULT_METHODS = "baseline,pdd+deg"
 DEFAULT_EPOCHS = 30
-SESSION_FLAGS = ("resume", "stop_after_epochs")
+SESSION_FLAGS = ("resume", "stop_after_epochs", "download")
 """Flags that steer one session, not the run: they are not part of the stored config."""
 
 
@@ -56,15 +60,20 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("run")
     run.add_argument("--methods", default=default(DEFAULT_METHODS), help=f"comma-separated, from {list(METHODS)} (default: %(default)s)")
-    run.add_argument("--dataset", default=default("digits"), choices=DATASETS, help="embedded data set, no download (default: %(default)s)")
+    run.add_argument("--dataset", default=default("digits"), choices=list(DATASETS), help="digits is embedded in scikit-learn; the others are read from --data-root (default: %(default)s)")
+    run.add_argument("--data-root", type=Path, default=default(Path("data")), metavar="DIR", help="folder holding FashionMNIST/, cifar-100-python/ or tiny-imagenet-200/ (default: %(default)s)")
+    run.add_argument("--download", action="store_true", default=default(False), help="fetch Fashion-MNIST or CIFAR-100 into --data-root with torchvision if missing (Tiny-ImageNet: manual download)")
+    run.add_argument("--val-fraction", type=float, default=default(None), help="share held out for validation (model selection): of the official training split, default 0.1; digits: of the whole set, default 0.2 (another 0.2 is its test split)")
+    run.add_argument("--arch", default=default(None), choices=ARCHITECTURES, help="member architecture (default: cnn for digits, resnet18 for the others)")
     run.add_argument("--members", type=int, default=default(3), help="ensemble size K >= 2 (default: %(default)s)")
-    run.add_argument("--width", type=int, default=default(128), help="units of each member's penultimate layer, where PDD acts (default: %(default)s)")
+    run.add_argument("--width", type=int, default=default(None), help=f"cnn: units of the penultimate layer, where PDD acts; resnet*/vgg16: base width, 64 = the real one, PDD on 8 * width units (default: {DEFAULT_WIDTH})")
     run.add_argument("--seed", type=int, default=default(0), help="data split, initial weights, batch order, dropout masks (default: %(default)s)")
     run.add_argument("--device", default=default("cpu"), choices=("cpu", "cuda"), help="(default: %(default)s)")
     run.add_argument("--run-dir", type=Path, default=default(None), help="a new or empty directory for the run's files (default: runs/<timestamp>-<methods>)")
     run.add_argument("--resume", type=Path, default=default(None), metavar="RUN_DIR", help="continue that run from its last completed epoch, with its stored flags")
     run.add_argument("--stop-after-epochs", type=int, default=default(None), metavar="N", help="stop this session after N epochs (all methods together); continue with --resume")
     run.add_argument("--max-batches", type=int, default=default(None), metavar="N", help="train on at most N batches per epoch, for smoke tests (default: all)")
+    run.add_argument("--eval-batch-size", type=int, default=default(500), help="images per forward in validation and test evaluation (default: %(default)s)")
 
     recipe = parser.add_argument_group("optimisation (the authors' recipe, SGD)")
     recipe.add_argument("--epochs", type=int, default=default(DEFAULT_EPOCHS), help="(default: %(default)s)")
@@ -79,6 +88,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     method.add_argument("--alpha", type=float, default=default(0.9), help="PDD keep rate in a member's priority interval, eq. 2 (default: %(default)s)")
     method.add_argument("--beta", type=float, default=default(0.1), help="PDD keep-rate scale outside it, eq. 2 (default: %(default)s)")
     method.add_argument("--pdd-rescale", action="store_true", default=default(False), help="inverted dropout: divide kept units by their keep rate (the authors' code does not)")
+    method.add_argument("--pdd-statistics", default=default("sample"), choices=("sample", "batch"), help="PDD's range and histogram per sample (the authors' code) or per batch, all-reduced over ranks under torchrun (default: %(default)s)")
     method.add_argument("--num-intervals", type=int, default=default(None), help="PDD intervals M > K (default: the library's, M=10 for K=3)")
     method.add_argument("--deg-lambda", type=float, default=default(0.01), help="DEG weight lambda, eq. 4 (default: %(default)s)")
     method.add_argument("--deg-every", type=int, default=default(1), metavar="N", help="compute the DEG/GAL penalty on every N-th step only, a cheaper setting (default: %(default)s, every step)")
@@ -113,6 +123,9 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
         _check_flags(flags)
     except ValueError as error:
         parser.error(str(error))
+    # Stored resolved, so config.json says which members a run trained.
+    flags["arch"] = flags["arch"] or ("cnn" if flags["dataset"] == "digits" else "resnet18")
+    flags["width"] = flags["width"] or DEFAULT_WIDTH[flags["arch"]]
     return flags
 
 
@@ -130,8 +143,9 @@ def _resumed_flags(parser: argparse.ArgumentParser, flags: dict[str, Any], given
         parser.error(f"--resume: the config differs from the run being resumed ({detail}); start a new run instead")
     if config["versions"] != library_versions():
         print(f"note: resuming with other library versions than the run started with: {config['versions']} then, {library_versions()} now")
-    # Flags added after the run started take their defaults.
-    return {**flags, **stored, "run_dir": run_dir, **{key: flags[key] for key in SESSION_FLAGS}}
+    # Parser defaults under the stored flags: a run from an earlier version lacks the newer flags.
+    defaults = _run_flags(vars(build_parser().parse_args([])))
+    return {**defaults, **stored, "run_dir": run_dir, **{key: flags[key] for key in SESSION_FLAGS}}
 
 
 def _run_flags(flags: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +158,15 @@ def _check_flags(flags: dict[str, Any]) -> None:
     parse_methods(flags["methods"])
     if flags["members"] < 2:
         raise ValueError(f"Expected --members (K) to be an integer >= 2 (an ensemble), but got {flags['members']}")
-    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs", "deg_every", "advt_steps"):
+    for key in ("epochs", "batch_size", "width", "max_batches", "stop_after_epochs", "deg_every", "advt_steps", "eval_batch_size"):
         if flags[key] is not None and flags[key] < 1:
             raise ValueError(f"Expected --{key.replace('_', '-')} to be >= 1, but got {flags[key]}")
     for key in ("alpha", "beta"):
         if not 0.0 <= flags[key] <= 1.0:
             raise ValueError(f"Expected --{key} to be in [0, 1] (a keep rate of eq. 2), but got {flags[key]}")
+    if flags["val_fraction"] is not None and not 0.0 < flags["val_fraction"] < (0.5 if flags["dataset"] == "digits" else 1.0):
+        limit = "0.5 (digits: as much again is its test split)" if flags["dataset"] == "digits" else "1"
+        raise ValueError(f"Expected --val-fraction to be in (0, {limit}), but got {flags['val_fraction']}")
     if flags["num_intervals"] is not None and flags["num_intervals"] <= flags["members"]:
         raise ValueError(f"Expected --num-intervals to exceed --members (M > K), but got {flags['num_intervals']} and {flags['members']}")
     eps = flags["advt_eps"]
@@ -165,6 +182,8 @@ def _check_flags(flags: dict[str, Any]) -> None:
 
 def _recipe(flags: dict[str, Any]) -> Recipe:
     return Recipe(
+        dataset=flags["dataset"],
+        arch=flags["arch"],
         num_members=flags["members"],
         width=flags["width"],
         epochs=flags["epochs"],
@@ -176,6 +195,7 @@ def _recipe(flags: dict[str, Any]) -> Recipe:
         alpha=flags["alpha"],
         beta=flags["beta"],
         pdd_rescale=flags["pdd_rescale"],
+        pdd_statistics=flags["pdd_statistics"],
         num_intervals=flags["num_intervals"],
         weights=Weights(flags["ce_reduction"], flags["deg_lambda"], flags["adp_alpha"], flags["adp_beta"], flags["gal_lambda"]),
         seed=flags["seed"],
@@ -191,7 +211,18 @@ def _recipe(flags: dict[str, Any]) -> Recipe:
             craft_mode=flags["advt_craft_mode"],
         ),
         amp=flags["amp"],
+        eval_batch_size=flags["eval_batch_size"],
     )
+
+
+def _load_data(flags: dict[str, Any], device: torch.device) -> Splits:
+    """The data set's splits; a missing or wrong data set stops the command with its message."""
+    try:
+        return load_splits(
+            flags["dataset"], Path(flags["data_root"]), flags["seed"], device, val_fraction=flags["val_fraction"], download=flags["download"]
+        )
+    except ValueError as error:
+        build_parser().error(str(error))
 
 
 def _open_run_dir(flags: dict[str, Any], argv: list[str]) -> Path:
@@ -225,48 +256,72 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    """Run the command; returns the results (as in results.json), or None when the session stopped early."""
+    """Run the command; returns the results (as in results.json), or None when the session stopped
+    early and on every rank but rank 0 under ``torchrun``."""
     argv = sys.argv[1:] if argv is None else argv
     flags = parse_flags(argv)
-    run_dir = _open_run_dir(flags, argv)
-    if (run_dir / RESULTS).exists():
-        results = load_json(run_dir / RESULTS)
-        print(f"{run_dir} is complete; its results:\n{format_table(results)}")
+    if flags["resume"] is not None and (flags["run_dir"] / RESULTS).exists():
+        results = load_json(flags["run_dir"] / RESULTS)
+        print(f"{flags['run_dir']} is complete; its results:\n{format_table(results)}")
         return results
+    ranks = init_distributed(flags["device"])
+    try:
+        return _train_and_compare(flags, argv, ranks)
+    finally:
+        if ranks.distributed:
+            dist.destroy_process_group()
 
-    device = torch.device(flags["device"])
+
+def _train_and_compare(flags: dict[str, Any], argv: list[str], ranks: Ranks) -> dict[str, Any] | None:
+    say = print if ranks.is_main else _silent
+    device = torch.device(flags["device"], ranks.local_rank) if flags["device"] == "cuda" and ranks.distributed else torch.device(flags["device"])
     recipe = _recipe(flags)
-    splits = digits_splits(flags["seed"], device)
-    print(f"run directory: {run_dir}")
-    print(f"members: K={recipe.num_members} {DESCRIPTION.format(width=recipe.width)}")
+    # Before the run directory: a missing data set leaves no empty run behind.
+    splits = _load_data(flags, device)
+    run_dir = Path(broadcast_object(str(_open_run_dir(flags, argv)) if ranks.is_main else None, ranks))
+    say(f"run directory: {run_dir}")
+    description = DESCRIPTION[recipe.arch].format(width=recipe.width, features=feature_size(recipe.arch, recipe.width))
+    say(f"data: {recipe.dataset}, {len(splits.train.labels)} training / {len(splits.validation.labels)} validation / {len(splits.test.labels)} test images")
+    say(f"members: K={recipe.num_members} {description}")
+    if ranks.distributed:
+        say(f"distributed: {ranks.world_size} processes, each a 1/{ranks.world_size} shard of every batch of {recipe.batch_size}")
 
     budget = flags["stop_after_epochs"]
     trained = {}
     for name in parse_methods(flags["methods"]):
         try:
-            method = train_method(name, recipe, splits, run_dir, device, epoch_budget=budget)
+            method = train_method(name, recipe, splits, run_dir, device, epoch_budget=budget, ranks=ranks)
         except KeyboardInterrupt:
-            print(f"\ninterrupted; continue with: python {__file__} --resume {run_dir}")
+            say(f"\ninterrupted; continue with: python {__file__} --resume {run_dir}")
             raise SystemExit(130) from None
         if method is None:
-            print(f"stopped after --stop-after-epochs; continue with: python {__file__} --resume {run_dir}")
+            say(f"stopped after --stop-after-epochs; continue with: python {__file__} --resume {run_dir}")
             return None
+        if ranks.distributed:
+            digest = check_ranks_agree(method.members, ranks)
+            say(f"{name}: all {ranks.world_size} ranks hold the same kept members (sha256 {digest})")
         if budget is not None:
             budget -= method.epochs_run
         trained[name] = method
-        if not model_path(run_dir, name).exists():
+        if ranks.is_main and not model_path(run_dir, name).exists():
             save_torch(
                 model_path(run_dir, name),
                 {
                     "ensemble": Ensemble(method.members).state_dict(),
                     "members": recipe.num_members,
+                    "arch": recipe.arch,
                     "width": recipe.width,
+                    "dataset": recipe.dataset,
+                    "in_channels": DATASETS[recipe.dataset].in_channels,
+                    "num_classes": DATASETS[recipe.dataset].num_classes,
                     "best_epoch": method.best_epoch,
                     "val_accuracy": method.val_accuracy,
                 },
             )
+    if not ranks.is_main:
+        return None
 
-    results = comparison({name: evaluate(method.members, splits.test) for name, method in trained.items()})
+    results = comparison({name: evaluate(method.members, splits.test, recipe.eval_batch_size) for name, method in trained.items()})
     for name, method in trained.items():
         results["methods"][name].update(
             train_seconds=method.train_seconds, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy
@@ -274,6 +329,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     save_json(run_dir / RESULTS, results)
     print(format_table(results))
     return results
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` on the ranks that do not report (all but rank 0)."""
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["flags"]["methods"] == ",".join(methods)
     assert config["flags"]["seed"] == 0 and config["flags"]["epochs"] == 1
-    assert set(config["versions"]) == {"python", "torch", "numpy", "scikit-learn", "ensemble_diversity"}
+    assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy", "scikit-learn", "ensemble_diversity"}
 
     records = lines(tmp_path / "metrics.jsonl")
     assert [r["method"] for r in records] == methods
@@ -103,7 +103,11 @@ def test_same_seed_gives_every_method_the_same_initial_members(tmp_path):
     [
         (["--methods", "baseline,dropout"], "--methods"),
         (["--methods", "baseline,baseline"], "--methods"),
-        (["--dataset", "cifar100"], "--dataset"),
+        (["--dataset", "mnist"], "--dataset"),
+        (["--arch", "resnet50"], "--arch"),
+        (["--val-fraction", "0.5"], "--val-fraction"),
+        (["--dataset", "cifar100", "--val-fraction", "1.0"], "--val-fraction"),
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
         (["--members", "1"], "--members"),
         (["--num-intervals", "3"], "--num-intervals"),
         (["--alpha", "1.5"], "--alpha"),
@@ -336,3 +340,30 @@ def test_a_run_killed_mid_epoch_resumes_and_loses_at_most_that_epoch(tmp_path):
     epochs = [record["epoch"] for record in lines(metrics)]
     assert epochs == [1, 2, 3, 4]  # every epoch once: none lost, none repeated
     load_ensemble(run_dir / "model-pdd+deg.pt")(torch.rand(2, 1, 8, 8))
+
+
+def test_resume_of_a_run_from_before_the_data_and_arch_flags(tmp_path):
+    run(tmp_path, "--epochs", "2", "--methods", "baseline", "--stop-after-epochs", "1")
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("arch", "data_root", "val_fraction", "pdd_statistics", "eval_batch_size"):
+        del config["flags"][key]  # as written by the version that had only digits and the CNN
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    results = train.main(["--resume", str(tmp_path)])
+    assert results["methods"]["baseline"]["best_epoch"] in (1, 2)
+    assert torch.load(tmp_path / "model-baseline.pt", weights_only=True)["arch"] == "cnn"
+
+
+def test_the_digits_main_command_needs_no_torchvision(tmp_path):
+    """The README's first command installs torch 2.13.0 without torchvision: nothing on the
+    digits path may import it (nor ART or matplotlib)."""
+    blocker = (
+        "import sys, runpy\n"
+        "for name in ('torchvision', 'art', 'matplotlib'):\n"
+        "    sys.modules[name] = None  # makes `import name` raise ImportError\n"
+        f"sys.argv = ['train.py', '--epochs', '1', '--max-batches', '1', '--run-dir', {str(tmp_path / 'run')!r}]\n"
+        f"runpy.run_path({str(EXAMPLES / 'train.py')!r}, run_name='__main__')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(EXAMPLES.parent / "src")])}
+    result = subprocess.run([sys.executable, "-c", blocker], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "results.json").exists()

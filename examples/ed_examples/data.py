@@ -1,12 +1,22 @@
-"""The embedded default data set: scikit-learn's ``load_digits``, split into train/validation/test.
+"""The data sets of ``--dataset``, split into train / validation / test, and their training augmentation.
 
-1797 grey 8x8 images of the digits 0-9, shipped inside scikit-learn, so the main command
-needs no download. Pixel values 0..16 are divided by 16 to lie in [0, 1], as the paper
-normalises image intensities to 1.
+- ``digits`` (default): scikit-learn's ``load_digits``, 1797 grey 8x8 images shipped inside
+  scikit-learn, so the main command needs no download. Pixel values 0..16 are divided by 16.
+  No official split: a stratified 60/20/20 train/validation/test split, shuffled with the seed.
+- ``fashion-mnist``, ``cifar100``, ``tiny-imagenet``: the paper's data sets, read from
+  ``--data-root`` by :mod:`ed_examples.image_files`. The official test split (Tiny-ImageNet:
+  the official validation split, whose labels are public) is the test split; a stratified
+  validation split is held out from the official training split, shuffled with the seed.
+
+Intensities lie in [0, 1] with no mean/std normalisation, as in the paper. The image data sets
+stay ``uint8`` (Tiny-ImageNet's 100,000 64x64 training images are 1.2 GB so, 4.9 GB as float)
+and :func:`batch_images` converts one batch at a time; digits is kept as float, as it always was.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -15,17 +25,39 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-DATASETS = ("digits",)
-"""Data sets this version supports (``--dataset``)."""
 
-NUM_CLASSES = 10
+
+class DatasetSpec(NamedTuple):
+    """What the members and the training loop need to know about a data set."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+    augment: bool
+    """Random crop (padding 4) and horizontal flip in training: the authors' recipe for CIFAR-100
+    and Tiny-ImageNet; none for Fashion-MNIST (and digits)."""
+    val_fraction: float
+    """Default ``--val-fraction``: digits' share of the whole set (another equal share is the
+    test split); the others' share of the official training split."""
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(1, 8, 10, augment=False, val_fraction=0.2),
+    "fashion-mnist": DatasetSpec(1, 28, 10, augment=False, val_fraction=0.1),
+    "cifar100": DatasetSpec(3, 32, 100, augment=True, val_fraction=0.1),
+    "tiny-imagenet": DatasetSpec(3, 64, 200, augment=True, val_fraction=0.1),
+}
+"""The data sets of ``--dataset``."""
+
+CROP_PADDING = 4
+"""Zero padding of the random crop (the authors' ``RandomCrop(size, padding=4)``)."""
 
 
 class Split(NamedTuple):
     """One part of the data set, already on the training device."""
 
     images: Tensor
-    """``[N, 1, 8, 8]`` float32 in [0, 1]."""
+    """``[N, C, H, W]``: float32 in [0, 1] (digits) or uint8 0..255 (the image data sets, see :func:`batch_images`)."""
     labels: Tensor
     """``[N]`` int64 class indices."""
 
@@ -36,12 +68,44 @@ class Splits(NamedTuple):
     test: Split
 
 
-def digits_splits(seed: int, device: torch.device, *, validation: float = 0.2, test: float = 0.2) -> Splits:
-    """Shuffle digits with ``seed`` and split it, stratified by class, into train / validation / test.
+def load_splits(
+    name: str, data_root: Path, seed: int, device: torch.device, *, val_fraction: float | None = None, download: bool = False
+) -> Splits:
+    """Data set ``name`` split into train / validation / test with ``seed``, on ``device``.
 
-    The validation part selects the model kept (best epoch); the test part is only read by the
-    final evaluation.
+    The validation split selects the model kept (best epoch); the test split is only read by
+    the final evaluation. Raises ValueError naming ``--data-root`` when the files are missing
+    or are not the data set's.
     """
+    fraction = DATASETS[name].val_fraction if val_fraction is None else val_fraction
+    if name == "digits":
+        return digits_splits(seed, device, validation=fraction, test=fraction)
+    # torchvision's readers only for the image data sets: digits runs without torchvision.
+    from .image_files import read_image_dataset
+
+    (train_images, train_labels), test = read_image_dataset(name, data_root, download=download)
+    train_idx, val_idx = _stratified_split(train_labels.numpy(), fraction, seed)
+
+    def split(images: Tensor, labels: Tensor, part: np.ndarray | None = None) -> Split:
+        if part is not None:
+            index = torch.from_numpy(part)
+            images, labels = images[index], labels[index]
+        return Split(images.to(device), labels.to(device))
+
+    return Splits(split(train_images, train_labels, train_idx), split(train_images, train_labels, val_idx), split(*test))
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the kept and held-out parts, each class held out in proportion ``fraction``."""
+    indices = np.arange(len(labels))
+    try:
+        return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as error:  # e.g. fewer images than classes in the held-out part
+        raise ValueError(f"Expected --val-fraction {fraction} to hold out every class of {len(labels)} training images: {error}") from None
+
+
+def digits_splits(seed: int, device: torch.device, *, validation: float = 0.2, test: float = 0.2) -> Splits:
+    """Shuffle digits with ``seed`` and split it, stratified by class, into train / validation / test."""
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]  # [N, 1, 8, 8]
     labels = digits.target.astype(np.int64)
@@ -57,3 +121,61 @@ def digits_splits(seed: int, device: torch.device, *, validation: float = 0.2, t
         return Split(torch.from_numpy(images[part]).to(device), torch.from_numpy(labels[part]).to(device))
 
     return Splits(split(train_idx), split(val_idx), split(test_idx))
+
+
+def batch_images(images: Tensor, index: Tensor, crops: CropFlip | None = None) -> Tensor:
+    """``images[index]`` as float32 in [0, 1] ``[B, C, H, W]``, augmented with ``crops`` when given."""
+    batch = images[index]
+    if batch.dtype == torch.uint8:
+        batch = batch.float().div_(255.0)
+    return batch if crops is None else crops.apply(batch)
+
+
+class CropFlip(NamedTuple):
+    """Per-image random crop (zero padding :data:`CROP_PADDING`) and horizontal flip, drawn up front.
+
+    torchvision's transforms draw one crop per call, i.e. per image in a DataLoader but one for
+    a whole batch tensor; this draws one per image and applies them to the batch at once. The
+    draws come from a generator seeded with (seed, epoch) (:func:`epoch_generator`), for the
+    whole global batch, so a resumed run and every rank of a distributed one see the same
+    augmentation as an uninterrupted single process.
+    """
+
+    shifts: Tensor
+    """``[B, 2]`` int64 in [0, 2 * padding]: the crop's top-left corner in the padded image."""
+    flips: Tensor
+    """``[B]`` bool: flip this image left-right."""
+
+    @classmethod
+    def draw(cls, batch_size: int, generator: torch.Generator) -> CropFlip:
+        shifts = torch.randint(0, 2 * CROP_PADDING + 1, (batch_size, 2), generator=generator)
+        flips = torch.rand(batch_size, generator=generator) < 0.5
+        return cls(shifts, flips)
+
+    def select(self, rows: slice) -> CropFlip:
+        return CropFlip(self.shifts[rows], self.flips[rows])
+
+    def apply(self, images: Tensor) -> Tensor:
+        """``[B, C, H, W]`` -> the crops of the zero-padded images, flipped where drawn (one gather)."""
+        size, channels, height, width = images.shape
+        padded = torch.nn.functional.pad(images, (CROP_PADDING,) * 4)
+        shifts, flips = self.shifts.to(images.device), self.flips.to(images.device)
+        rows = shifts[:, 0, None] + torch.arange(height, device=images.device)  # [B, H]
+        columns = torch.arange(width, device=images.device)
+        # A flipped crop reads its columns right to left.
+        columns = shifts[:, 1, None] + torch.where(flips[:, None], columns.flip(0), columns)  # [B, W]
+        index = rows[:, :, None] * padded.shape[-1] + columns[:, None, :]
+        index = index.view(size, 1, height * width).expand(size, channels, height * width)
+        return padded.flatten(2).gather(2, index).view(size, channels, height, width)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator determined by ``(seed, epoch)`` alone: the epoch's augmentation draws."""
+    (state,) = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state))
+
+
+def split_batches(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``split`` in order, as float batches ``([B, C, H, W] in [0, 1], [B])`` of at most ``batch_size`` images."""
+    for index in torch.arange(len(split.labels), device=split.labels.device).split(batch_size):
+        yield batch_images(split.images, index), split.labels[index]

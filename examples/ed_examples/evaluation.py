@@ -24,7 +24,7 @@ from ensemble_diversity.metrics import (
     gradient_angles,
 )
 
-from .data import Split
+from .data import Split, split_batches
 from .members import member_outputs
 from .methods import ensemble_correct, member_cross_entropies
 
@@ -40,7 +40,7 @@ class Evaluation(NamedTuple):
     """``[N]``: mean pairwise gradient angle per image, degrees."""
 
 
-def evaluate(members: nn.ModuleList, split: Split, *, batch_size: int | None = None) -> Evaluation:
+def evaluate(members: nn.ModuleList, split: Split, batch_size: int | None = None) -> Evaluation:
     """All measures of one ensemble on ``split``, ``batch_size`` images at a time (default: all at once).
 
     In eval mode every image's outputs and gradients are its own, so the chunking changes no
@@ -49,10 +49,9 @@ def evaluate(members: nn.ModuleList, split: Split, *, batch_size: int | None = N
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"Expected argument `batch_size` to be None or >= 1, but got {batch_size}")
     members.eval()
-    size = batch_size or len(split.labels)
     chunks = [
-        _evaluate_chunk(members, Split(split.images[start : start + size], split.labels[start : start + size]))
-        for start in range(0, len(split.labels), size)
+        _evaluate_chunk(members, images, labels)
+        for images, labels in split_batches(split, batch_size or max(len(split.labels), 1))
     ]
     logits = torch.cat([chunk[0] for chunk in chunks], dim=1)
     correct = ensemble_correct(logits, split.labels)
@@ -65,15 +64,15 @@ def evaluate(members: nn.ModuleList, split: Split, *, batch_size: int | None = N
     )
 
 
-def _evaluate_chunk(members: nn.ModuleList, split: Split) -> tuple[Tensor, Tensor, Tensor]:
+def _evaluate_chunk(members: nn.ModuleList, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Logits ``[K, B, L]`` (detached), and eq. 6 and the gradient angle ``[B]`` (on the CPU) of one chunk."""
     # One forward serves every measure; one input per member so one backward pass gives
     # every member's input gradient.
-    images = member_inputs(split.images, len(members))
+    images = member_inputs(images, len(members))
     outputs = member_outputs(members, images, per_member=True)
     # Summed over images, each image's gradient is that of its own loss, not scaled down by N
     # towards the norm below which a gradient counts as zero.
-    member_losses = member_cross_entropies(outputs.logits, split.labels, "sum")
+    member_losses = member_cross_entropies(outputs.logits, labels, "sum")
     grads = member_input_gradients(member_losses, images, create_graph=False, per_member=True)
     return (
         outputs.logits.detach(),

@@ -100,6 +100,7 @@ def training_objective(
     adversarial: AdversarialTraining | None = None,
     *,
     with_penalty: bool = True,
+    model: nn.Module | None = None,
 ) -> Objective:
     """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; members in training mode.
 
@@ -107,18 +108,21 @@ def training_objective(
     examples and the loss is ``(1 - w) * objective(clean) + w * objective(adversarial)``.
     ``with_penalty=False`` leaves out the input-gradient penalty (DEG, GAL) on this batch, the
     cheaper setting ``--deg-every N`` that pays for double backprop on every N-th step only.
+    ``model``: the forward to run, ``MemberStack(members, pdd)`` wrapped in DistributedDataParallel
+    under ``torchrun`` (DDP syncs gradients only for a forward through it); by default
+    ``member_outputs(members, images, pdd)``.
     """
     if method.attack is not None:
         if adversarial is None:
             raise ValueError(f"Expected `adversarial` settings for a method with attack {method.attack!r}, but got None")
         plain = method._replace(attack=None)
         crafted = craft_adversarial(method.attack, members, pdd, images, labels, adversarial)
-        attacked = training_objective(plain, members, pdd, crafted, labels, weights, with_penalty=with_penalty)
+        attacked = training_objective(plain, members, pdd, crafted, labels, weights, with_penalty=with_penalty, model=model)
         if adversarial.weight == 1.0:
             # Adversarial examples only (Madry et al. 2018): no clean pass, so BatchNorm's
             # running statistics see only what the loss trains on.
             return attacked
-        clean = training_objective(plain, members, pdd, images, labels, weights, with_penalty=with_penalty)
+        clean = training_objective(plain, members, pdd, images, labels, weights, with_penalty=with_penalty, model=model)
         mix = adversarial.weight
         return Objective(
             (1 - mix) * clean.loss + mix * attacked.loss, (1 - mix) * clean.penalty + mix * attacked.penalty, clean.logits
@@ -127,7 +131,8 @@ def training_objective(
     # DEG differentiates each member's loss with respect to its input: one input per member
     # (views of the batch) lets one backward pass give all K gradients.
     inputs = member_inputs(images, len(members)) if gradient_penalty else images
-    logits = member_outputs(members, inputs, pdd, per_member=gradient_penalty).logits
+    run = (lambda x, **kw: member_outputs(members, x, pdd, **kw)) if model is None else model
+    logits = run(inputs, per_member=gradient_penalty).logits
     # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
     member_losses = member_cross_entropies(logits, labels, "mean")
     loss = member_losses.mean() if weights.ce_reduction == "mean" else member_losses.sum()

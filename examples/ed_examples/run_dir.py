@@ -35,8 +35,11 @@ def checkpoint_path(run_dir: Path, method: str) -> Path:
     return run_dir / f"checkpoint-{method}.pt"
 
 
+MODEL_PREFIX = "model-"
+
+
 def model_path(run_dir: Path, method: str) -> Path:
-    return run_dir / f"model-{method}.pt"
+    return run_dir / f"{MODEL_PREFIX}{method}.pt"
 
 
 def create_run_dir(path: Path) -> Path:
@@ -55,10 +58,19 @@ def library_versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": _installed_version("torchvision"),
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "ensemble_diversity": _package_version(),
     }
+
+
+def _installed_version(distribution: str) -> str:
+    """An optional dependency's version, or "not installed" (torchvision is not needed on digits)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _package_version() -> str:

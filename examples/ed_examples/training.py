@@ -10,6 +10,9 @@ is read only by the final evaluation.
 included) under ``torch.autocast`` to bfloat16, on CUDA and on CPU alike; the backward pass,
 the parameters, the optimiser and the validation pass stay in float32. bfloat16 has float32's
 exponent range, so no loss scaling is needed.
+
+Under ``torchrun`` each rank trains on its shard of every batch through DistributedDataParallel
+(:mod:`ed_examples.distributed`); only rank 0 writes checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ensemble_diversity.pdd import PriorityDiversifiedDropout
 
 from .adversarial import DEFAULT_ADVERSARIAL_TRAINING, AdversarialTraining
-from .data import NUM_CLASSES, Split, Splits
-from .members import build_members, member_outputs
+from .data import DATASETS, CropFlip, Split, Splits, batch_images, epoch_generator, split_batches
+from .distributed import (
+    SINGLE,
+    Ranks,
+    all_reduce_sum,
+    broadcast_buffers,
+    gather_objects,
+    shard_rows,
+)
+from .members import MemberStack, build_members, member_outputs
 from .methods import METHODS, Method, Weights, ensemble_correct, training_objective
 from .progress import EpochProgress
 from .run_dir import (
@@ -44,6 +57,8 @@ from .run_dir import (
 class Recipe:
     """Everything that decides how a method trains (all from the command line)."""
 
+    dataset: str
+    arch: str
     num_members: int
     width: int
     epochs: int
@@ -55,10 +70,12 @@ class Recipe:
     alpha: float
     beta: float
     pdd_rescale: bool
+    pdd_statistics: str
     num_intervals: int | None
     weights: Weights
     seed: int
     max_batches: int | None
+    eval_batch_size: int
     deg_every: int = 1
     adversarial: AdversarialTraining = DEFAULT_ADVERSARIAL_TRAINING
     """How the ``advt-*`` methods craft and weigh adversarial examples."""
@@ -80,6 +97,8 @@ class TrainedMethod(NamedTuple):
 class _State(NamedTuple):
     members: nn.ModuleList
     pdd: nn.Module | None
+    model: nn.Module
+    """The training forward: ``MemberStack(members, pdd)``, wrapped in DDP under ``torchrun``."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     batch_order: torch.Generator
@@ -93,36 +112,41 @@ def train_method(
     device: torch.device,
     *,
     epoch_budget: int | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainedMethod | None:
     """Train method ``name`` from its checkpoint in ``run_dir`` (or from scratch) up to ``recipe.epochs``.
 
     Returns None when it stopped after ``epoch_budget`` epochs (the caller's
     ``--stop-after-epochs``) before the last one; the checkpoint then lets a later session go
-    on exactly where this one stopped.
+    on exactly where this one stopped. Under ``torchrun`` every rank calls it; rank 0 writes.
     """
-    state = _fresh_state(recipe, METHODS[name], device)
+    state = _fresh_state(recipe, METHODS[name], device, ranks)
     checkpoint_file = checkpoint_path(run_dir, name)
     epoch, best, history = 0, None, []
     if checkpoint_file.exists():
-        epoch, best, history = _restore(load_torch(checkpoint_file), state, device)
-        _log_missing(run_dir, name, history)
+        epoch, best, history = _restore(load_torch(checkpoint_file), state, device, ranks)
+        if ranks.is_main:
+            _log_missing(run_dir, name, history)
     first_epoch = epoch
 
-    progress = EpochProgress(name, epoch, recipe.epochs)
+    progress = EpochProgress(name, epoch, recipe.epochs) if ranks.is_main else None
     try:
         while epoch < recipe.epochs and (epoch_budget is None or epoch - first_epoch < epoch_budget):
-            record = _train_epoch(name, recipe, state, splits, epoch + 1)
+            record = _train_epoch(name, recipe, state, splits, epoch + 1, ranks)
             epoch += 1
             if best is None or record["val_accuracy"] > best["val_accuracy"]:
                 best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "members": copy.deepcopy(state.members.state_dict())}
             history.append(record)
-            # Checkpoint first, then log: a crash in between loses no epoch, and the resumed
-            # session appends the missing line from the checkpoint's history.
-            save_torch(checkpoint_file, _checkpoint(name, epoch, state, best, history))
-            append_jsonl(run_dir / METRICS, [record])
-            progress.update(record)
+            checkpoint = _checkpoint(name, epoch, state, best, history, ranks)
+            if ranks.is_main:
+                # Checkpoint first, then log: a crash in between loses no epoch, and the resumed
+                # session appends the missing line from the checkpoint's history.
+                save_torch(checkpoint_file, checkpoint)
+                append_jsonl(run_dir / METRICS, [record])
+                progress.update(record)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
 
     if epoch < recipe.epochs:
         return None
@@ -138,46 +162,75 @@ def train_method(
     )
 
 
-def _fresh_state(recipe: Recipe, method: Method, device: torch.device) -> _State:
+def _fresh_state(recipe: Recipe, method: Method, device: torch.device, ranks: Ranks) -> _State:
     # Same seed for every method: all start from the same initial members and see the
     # batches in the same order, so the comparison isolates the regularisers.
     torch.manual_seed(recipe.seed)
-    members = build_members(recipe.num_members, recipe.width, NUM_CLASSES).to(device)
+    spec = DATASETS[recipe.dataset]
+    members = build_members(
+        recipe.num_members, recipe.width, spec.num_classes, arch=recipe.arch, in_channels=spec.in_channels
+    ).to(device)
     pdd = None
     if method.pdd:
+        # Batch statistics are all-reduced under torch.distributed, so every rank uses the
+        # global batch's; per-sample ones need no syncing (docs/method.md).
         pdd = PriorityDiversifiedDropout(
-            recipe.num_members, recipe.num_intervals, recipe.alpha, recipe.beta, rescale=recipe.pdd_rescale
+            recipe.num_members,
+            recipe.num_intervals,
+            recipe.alpha,
+            recipe.beta,
+            statistics=recipe.pdd_statistics,
+            rescale=recipe.pdd_rescale,
+            sync_statistics=recipe.pdd_statistics == "batch",
         ).to(device)
     optimizer = torch.optim.SGD(
         members.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs, eta_min=recipe.min_lr)
-    return _State(members, pdd, optimizer, scheduler, torch.Generator().manual_seed(recipe.seed))
+    model: nn.Module = MemberStack(members, pdd)
+    if ranks.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Same members everywhere, but each rank its own dropout masks for its own samples.
+        (rank_seed,) = np.random.SeedSequence([recipe.seed, ranks.rank]).generate_state(1, dtype=np.uint64)
+        torch.manual_seed(int(rank_seed))
+    # The batch order is the global one, the same on every rank, which then takes its shard.
+    return _State(members, pdd, model, optimizer, scheduler, torch.Generator().manual_seed(recipe.seed))
 
 
-def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch: int) -> dict[str, Any]:
+def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch: int, ranks: Ranks) -> dict[str, Any]:
     """One pass over the training split, then the ensemble's validation accuracy: the epoch's metrics line."""
     start = time.perf_counter()
     method = METHODS[name]
     lr = state.optimizer.param_groups[0]["lr"]
     state.members.train()
+    priority_counts_before = None
     if state.pdd is not None:
         state.pdd.train()
+        priority_counts_before = state.pdd.priority_counts.clone()
     images, labels = splits.train
     order = torch.randperm(len(labels), generator=state.batch_order).to(labels.device)
     batches = order.split(recipe.batch_size)[: recipe.max_batches]
+    # Drawn from (seed, epoch) alone: a resumed run augments as an uninterrupted one.
+    augmentation = epoch_generator(recipe.seed, epoch) if DATASETS[recipe.dataset].augment else None
     # Running sums stay on the device: reading them back every batch would stall a GPU.
     loss_sum = torch.zeros((), device=labels.device)
     penalty_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
-    seen = penalised = 0
+    seen = torch.zeros((), dtype=torch.long, device=labels.device)
+    penalised = torch.zeros((), dtype=torch.long, device=labels.device)
     for index, batch in enumerate(batches):
         # Counted from the run's first step, so a resumed run penalises the same steps.
         with_penalty = ((epoch - 1) * len(batches) + index) % recipe.deg_every == 0
+        crops = None if augmentation is None else CropFlip.draw(len(batch), augmentation)
+        if len(batch) < ranks.world_size:  # a last batch too small to give every rank a row
+            continue
+        rows = shard_rows(len(batch), ranks)
+        batch = batch[rows]
+        batch_x = batch_images(images, batch, None if crops is None else crops.select(rows))
         with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=recipe.amp == "bf16"):
             objective = training_objective(
-                method, state.members, state.pdd, images[batch], labels[batch], recipe.weights, recipe.adversarial,
-                with_penalty=with_penalty,
+                method, state.members, state.pdd, batch_x, labels[batch], recipe.weights, recipe.adversarial,
+                with_penalty=with_penalty, model=state.model,
             )
         state.optimizer.zero_grad(set_to_none=True)
         objective.loss.backward()
@@ -190,27 +243,51 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
         correct += ensemble_correct(objective.logits, labels[batch]).sum()
         seen += size
     state.scheduler.step()
+    _sync_epoch_end(state, ranks, priority_counts_before)
+    totals = all_reduce_sum(
+        torch.stack([loss_sum, penalty_sum, correct.double(), seen.double(), penalised.double()]).double(), ranks
+    ).tolist()
     return {
         "method": name,
         "epoch": epoch,
-        "loss": loss_sum.item() / seen,
-        "penalty": penalty_sum.item() / max(penalised, 1),
-        "train_accuracy": correct.item() / seen,
-        "val_accuracy": validation_accuracy(state.members, splits.validation),
+        "loss": totals[0] / totals[3],
+        "penalty": totals[1] / max(totals[4], 1),
+        "train_accuracy": totals[2] / totals[3],
+        "val_accuracy": validation_accuracy(state.members, splits.validation, recipe.eval_batch_size, ranks),
         "lr": lr,
         "seconds": time.perf_counter() - start,
     }
 
 
+def _sync_epoch_end(state: _State, ranks: Ranks, priority_counts_before: torch.Tensor | None) -> None:
+    """Give every rank rank 0's BatchNorm statistics and PDD's priority counts of all ranks' samples."""
+    if not ranks.distributed:
+        return
+    broadcast_buffers(state.members, ranks)
+    if state.pdd is not None:
+        # Each rank counted its own samples; summing this epoch's increments counts the global batch.
+        increment = all_reduce_sum(state.pdd.priority_counts - priority_counts_before, ranks)
+        state.pdd.priority_counts.copy_(priority_counts_before + increment)
+
+
 @torch.no_grad()
-def validation_accuracy(members: nn.ModuleList, split: Split) -> float:
-    """Accuracy of the ensemble (averaged probabilities) on ``split``, members in eval mode."""
+def validation_accuracy(members: nn.ModuleList, split: Split, batch_size: int, ranks: Ranks = SINGLE) -> float:
+    """Accuracy of the ensemble (averaged probabilities) on ``split``, members in eval mode, ``batch_size`` images at a time.
+
+    Under ``torchrun`` each rank scores its share of the images and the counts are summed.
+    """
     members.eval()
-    logits = member_outputs(members, split.images).logits
-    return ensemble_correct(logits, split.labels).float().mean().item()
+    rows = shard_rows(len(split.labels), ranks)
+    shard = Split(split.images[rows], split.labels[rows])
+    correct = torch.zeros((), dtype=torch.long, device=split.labels.device)
+    for images, labels in split_batches(shard, batch_size):
+        correct += ensemble_correct(member_outputs(members, images).logits, labels).sum()
+    return all_reduce_sum(correct, ranks).item() / len(split.labels)
 
 
-def _checkpoint(name: str, epoch: int, state: _State, best: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+def _checkpoint(name: str, epoch: int, state: _State, best: dict[str, Any], history: list[dict[str, Any]], ranks: Ranks) -> dict[str, Any]:
+    """The state to resume from; under ``torchrun`` it holds every rank's RNG states (a collective call)."""
+    rng = _rng_state(state)
     return {
         "method": name,
         "epoch": epoch,
@@ -218,26 +295,40 @@ def _checkpoint(name: str, epoch: int, state: _State, best: dict[str, Any], hist
         "pdd": None if state.pdd is None else state.pdd.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "batch_order": state.batch_order.get_state(),
-        },
+        "rng": {**rng, "ranks": gather_objects(rng, ranks) if ranks.distributed else []},
         "best": best,
         "history": history,
     }
 
 
-def _restore(checkpoint: dict[str, Any], state: _State, device: torch.device) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+def _rng_state(state: _State) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batch_order": state.batch_order.get_state(),
+    }
+
+
+def _restore(
+    checkpoint: dict[str, Any], state: _State, device: torch.device, ranks: Ranks
+) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     state.members.load_state_dict(checkpoint["members"])
     if state.pdd is not None:
         state.pdd.load_state_dict(checkpoint["pdd"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    if device.type == "cuda" and checkpoint["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-    state.batch_order.set_state(checkpoint["rng"]["batch_order"])
+    rng = checkpoint["rng"]
+    # This rank's own states when the run had as many ranks; rank 0's otherwise (the run then
+    # goes on correctly, but with other dropout masks than an uninterrupted one would draw).
+    per_rank = rng.get("ranks", [])
+    if len(per_rank) == ranks.world_size:
+        rng = per_rank[ranks.rank]
+    elif ranks.distributed or per_rank:
+        print(f"note: the checkpoint was written by {max(len(per_rank), 1)} process(es), this run has {ranks.world_size}; the resumed run draws other dropout masks than an uninterrupted one")
+    torch.set_rng_state(rng["torch"])
+    if device.type == "cuda" and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    state.batch_order.set_state(rng["batch_order"])
     return checkpoint["epoch"], checkpoint["best"], checkpoint["history"]
 
 
