@@ -10,10 +10,11 @@ timed is what the examples train. Steps timed:
 
 - the methods: ``baseline`` (eq. 1), ``adp``, ``pdd``, ``deg``, ``pdd+deg``, ``gal``;
 - cheaper or faster settings of DEG, with their effect on the penalty where one step shows it
-  (``penalty_vs_deg``: the relative difference of the first step's penalty from plain DEG's,
-  same members, same batch):
-  ``deg every 4`` (the penalty on one step in four, ``--deg-every 4``; time per step averaged
-  over the four), ``deg bf16`` (autocast to bfloat16), ``deg vmap`` and ``baseline vmap``
+  (``penalty_vs_deg``: the absolute difference of the first step's penalty from plain DEG's,
+  same members, same batch, as a fraction of the penalty's range ``[-P, P]``, P = K(K-1)/2
+  pairs; a relative difference would be meaningless, the penalty starting near 0):
+  ``deg every N`` (the penalty on one step in N, ``--deg-every N`` of the examples, N = 4 by
+  default; time per step averaged over the N), ``deg bf16`` (autocast to bfloat16), ``deg vmap`` and ``baseline vmap``
   (members run as one ``VectorizedMembers`` call per half);
 - ``deg one pass per member``: the input gradients taken with one backward pass per member on
   a shared input, the path this library replaced with ``member_inputs`` (for the record).
@@ -49,12 +50,11 @@ from ensemble_diversity import PriorityDiversifiedDropout, VectorizedMembers  # 
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs  # noqa: E402
 
 PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
-FAST_PATHS = ("deg every 4", "deg bf16", "baseline vmap", "deg vmap", "deg one pass per member")
+FAST_PATHS = ("deg every N", "deg bf16", "baseline vmap", "deg vmap", "deg one pass per member")
 WEIGHTS = Weights(ce_reduction="mean", deg_lambda=0.01, adp_alpha=2.0, adp_beta=0.5, gal_lambda=0.5)
 NUM_CLASSES = 100
-DEG_EVERY = 4
 PENALTY_COMPARED = ("deg bf16", "deg vmap", "deg one pass per member")
-"""Steps whose first penalty is compared with plain DEG's (``deg every 4``'s first step is plain DEG)."""
+"""Steps whose first penalty is compared with plain DEG's (``deg every N``'s first step is plain DEG)."""
 
 
 class Setting:
@@ -79,13 +79,13 @@ def _width(members: nn.ModuleList) -> int:
     return members[0].feature_size // 8
 
 
-def step_function(name: str, setting: Setting) -> Callable[[], Tensor]:
+def step_function(name: str, setting: Setting, deg_every: int = 4) -> Callable[[], Tensor]:
     """A closure running one training step of ``name``; it returns the step's penalty (detached)."""
     if name in ("baseline vmap", "deg vmap"):
         return _vectorized_step(setting, deg=name == "deg vmap")
     if name == "deg one pass per member":
         return _shared_input_deg_step(setting)
-    method_name = {"deg every 4": "deg", "deg bf16": "deg"}.get(name, name)
+    method_name = {"deg every N": "deg", "deg bf16": "deg"}.get(name, name)
     method = METHODS[method_name]
     members = setting.members()
     pdd = PriorityDiversifiedDropout(setting.num_members).to(setting.images.device) if method.pdd else None
@@ -96,7 +96,7 @@ def step_function(name: str, setting: Setting) -> Callable[[], Tensor]:
     counter = [0]
 
     def step() -> Tensor:
-        with_penalty = name != "deg every 4" or counter[0] % DEG_EVERY == 0
+        with_penalty = name != "deg every N" or counter[0] % deg_every == 0
         counter[0] += 1
         with autocast():
             objective = training_objective(
@@ -178,10 +178,12 @@ def timed(step: Callable[[], Tensor], device: torch.device, calls: int) -> tuple
     return (time.perf_counter() - start) / calls, saved[0] // calls
 
 
-def measure(names: list[str], setting: Setting, *, rounds: int, warmup: int, device: torch.device) -> dict[str, Any]:
-    steps = {name: step_function(name, setting) for name in names}
-    # "deg every 4" is timed over whole cycles of four steps; the others one step at a time.
-    calls = {name: DEG_EVERY if name == "deg every 4" else 1 for name in names}
+def measure(
+    names: list[str], setting: Setting, *, rounds: int, warmup: int, device: torch.device, deg_every: int
+) -> dict[str, Any]:
+    steps = {name: step_function(name, setting, deg_every) for name in names}
+    # "deg every N" is timed over whole cycles of N steps; the others one step at a time.
+    calls = {name: deg_every if name == "deg every N" else 1 for name in names}
     for _ in range(warmup):
         for name in names:
             timed(steps[name], device, calls[name])
@@ -206,7 +208,8 @@ def measure(names: list[str], setting: Setting, *, rounds: int, warmup: int, dev
         if deg_penalty_value is not None and name in PENALTY_COMPARED:
             value = first_step_penalty(name, setting)
             row["first_step_penalty"] = value
-            row["penalty_vs_deg"] = abs(value - deg_penalty_value) / max(abs(deg_penalty_value), 1e-12)
+            pairs = setting.num_members * (setting.num_members - 1) / 2
+            row["penalty_vs_deg"] = abs(value - deg_penalty_value) / (2 * pairs)
         rows[name] = row
     if deg_penalty_value is not None:
         rows["deg"]["first_step_penalty"] = deg_penalty_value
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--width", type=int, default=None, help="ResNet base width (default: 64, or 8 with --small)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds, median reported (default: 15, or 5 with --small)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: %(default)s)")
+    parser.add_argument("--deg-every", type=int, default=4, metavar="N", help="the cheaper DEG setting's N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step.json"))
     args = parser.parse_args(argv)
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         member_counts = []
     if not member_counts or min(member_counts) < 2:
         parser.error(f"--members: expected comma-separated integers >= 2, but got {args.members!r}")
-    for flag in ("batch_size", "width", "rounds", "threads"):
+    for flag in ("batch_size", "width", "rounds", "threads", "deg_every"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')}: expected an integer >= 1, but got {value}")
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for num_members in member_counts:
         setting = Setting(num_members, width, args.batch_size, device)
-        rows = measure(names, setting, rounds=rounds, warmup=args.warmup, device=device)
+        rows = measure(names, setting, rounds=rounds, warmup=args.warmup, device=device, deg_every=args.deg_every)
         results.append({"members": num_members, "rows": rows})
         print_table(num_members, rows, device)
 
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rounds": rounds,
             "warmup": args.warmup,
             "weights": WEIGHTS._asdict(),
-            "deg_every": DEG_EVERY,
+            "deg_every": args.deg_every,
             "memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "bytes saved for backward per step",
         },
         "results": results,
@@ -282,8 +286,9 @@ def print_table(num_members: int, rows: dict[str, dict[str, Any]], device: torch
     memory = "peak MiB" if device.type == "cuda" else "saved MiB"
     print(f"\nK={num_members}, {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'step':<26}{'ms/step':>10}{'x baseline':>12}{memory:>11}{'x baseline':>12}{'penalty vs deg':>16}")
+    print(f"{'':<71}{'(% of range)':>16}")
     for name, row in rows.items():
-        deviation = f"{100 * row['penalty_vs_deg']:.2f} %" if "penalty_vs_deg" in row else ""
+        deviation = f"{100 * row['penalty_vs_deg']:.3f} %" if "penalty_vs_deg" in row else ""
         print(
             f"{name:<26}{1000 * row['seconds_per_step']:>10.1f}{row['ratio_to_baseline']:>12.2f}"
             f"{row['peak_memory_bytes'] / 2**20:>11.1f}{row['memory_ratio_to_baseline']:>12.2f}{deviation:>16}"

@@ -46,7 +46,6 @@ from ed_examples.training import Recipe, train_method
 from ensemble_diversity.ensemble import Ensemble
 
 DEFAULT_METHODS = "baseline,pdd+deg"
-DEFAULT_EPOCHS = 30
 SESSION_FLAGS = ("resume", "stop_after_epochs", "download")
 """Flags that steer one session, not the run: they are not part of the stored config."""
 
@@ -76,7 +75,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--eval-batch-size", type=int, default=default(500), help="images per forward in validation and test evaluation (default: %(default)s)")
 
     recipe = parser.add_argument_group("optimisation (the authors' recipe, SGD)")
-    recipe.add_argument("--epochs", type=int, default=default(DEFAULT_EPOCHS), help="(default: %(default)s)")
+    recipe.add_argument("--epochs", type=int, default=default(None), help="(default: the authors' per data set: fashion-mnist 40, cifar100 150, tiny-imagenet 100; digits 30)")
     recipe.add_argument("--batch-size", type=int, default=default(64), help="(default: %(default)s)")
     recipe.add_argument("--lr", type=float, default=default(0.02), help="learning rate, cosine-annealed per epoch (default: %(default)s)")
     recipe.add_argument("--min-lr", type=float, default=default(1e-4), help="learning rate the cosine reaches at the end (default: %(default)s)")
@@ -126,6 +125,7 @@ def parse_flags(argv: list[str]) -> dict[str, Any]:
     # Stored resolved, so config.json says which members a run trained.
     flags["arch"] = flags["arch"] or ("cnn" if flags["dataset"] == "digits" else "resnet18")
     flags["width"] = flags["width"] or DEFAULT_WIDTH[flags["arch"]]
+    flags["epochs"] = flags["epochs"] or DATASETS[flags["dataset"]].epochs
     return flags
 
 
