@@ -35,8 +35,11 @@ from ed_examples.attacks import (
     craft,
     ensemble_classifier,
 )
+from ed_examples.data import Split
+from ed_examples.diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
+from ed_examples.diversity_analysis import diversity_section
 from ed_examples.methods import METHODS
-from ed_examples.report import REPORT, write_report
+from ed_examples.report import DIVERSITY_DIR, REPORT, write_report
 from ed_examples.robustness import ResultStore, ensemble_correct_on, result_key, robust_result
 from ed_examples.run_dir import CONFIG, create_run_dir, library_versions, load_json, save_json
 from ed_examples.trained import load_trained_ensembles, run_flags, test_split
@@ -44,7 +47,8 @@ from torch import nn
 
 SWEEPS = ("sweep", "sweep-strong")
 """Fig. 4: the paper protocol's PGD, and the strong protocol's, over doubling epsilons under L_inf and L_2."""
-ATTACKS = (*PAPER_ATTACKS, *STRONG_ATTACKS, "transfer", *SWEEPS)
+ATTACKS = (*PAPER_ATTACKS, *STRONG_ATTACKS, "transfer", *SWEEPS, "diversity")
+"""``--attacks`` names; ``diversity`` is the paper's diversity analysis (Table 1, Figs. 1-3), no attack."""
 """Names ``--attacks`` accepts."""
 
 PAPER_PARAMETERS: dict[str, dict[str, list[float]]] = {
@@ -293,6 +297,18 @@ class Evaluation:
                 for norm, key in (("inf", "sweep_linf"), ("2", "sweep_l2")):
                     for value in self.flags[key]:
                         self._white_box(protocol, attack, norm, value)
+        if "diversity" in self.attacks:
+            self._diversity()
+
+    def _diversity(self) -> None:
+        """Table 1 and Figs. 1-3 on the evaluated test images, into ``diversity/`` (skipped when done)."""
+        out = self.store.out_dir / DIVERSITY_DIR
+        if (out / DIVERSITY_MARKDOWN).exists():
+            return
+        members = {label: target.members for label, target in self.targets.items()}
+        diversity_section(
+            members, Split(self.images, self.labels), out, batch_size=self.flags["batch_size"], markdown_dir=self.store.out_dir
+        )
 
     def _strong_epsilons(self) -> list[float]:
         """The L_inf epsilons of the paper protocol's FGSM, BIM and PGD."""

@@ -143,6 +143,13 @@ def test_every_attack_and_report_section_is_written(evaluated):
         assert heading in report
     assert "| Attacks | Para. | baseline | pdd | pdd (rescaled) |" in report
     assert (evaluated / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # The diversity analysis (Table 1, Figs. 1-3) on the same images, its figures linked from the report.
+    assert "Table 1" in report
+    for figure in ("fig1-gradcam.png", "fig2-discrimination.png", "fig3-gradient-angles.png"):
+        assert (evaluated / "diversity" / figure).read_bytes()[:4] == b"\x89PNG"
+        assert f"diversity/{figure}" in report
+    diversity = load_json(evaluated / "diversity" / "diversity.json")
+    assert set(diversity["methods"]) == set(methods)
 
 
 def test_a_rerun_skips_finished_attacks(evaluated, run_dir, rescaled_run_dir, monkeypatch):
@@ -152,6 +159,7 @@ def test_a_rerun_skips_finished_attacks(evaluated, run_dir, rescaled_run_dir, mo
         raise AssertionError("a finished attack ran again")
 
     monkeypatch.setattr(evaluate, "craft", no_attack)
+    monkeypatch.setattr(evaluate, "diversity_section", no_attack)
     evaluate.main([str(run_dir), str(rescaled_run_dir), "--out-dir", str(evaluated), *FAST,
                    "--type1-surrogate", str(run_dir), "--type2-surrogate", str(run_dir)])
     assert (evaluated / "results.json").read_text() == before

@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 
 from .attacks import PAPER_ATTACKS, STRONG_ATTACKS, TRANSFER_ATTACKS
+from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
 from .run_dir import save_bytes, save_text
 
 REPORT = "report.md"
+DIVERSITY_DIR = "diversity"
+"""Where ``evaluate.py`` writes the diversity analysis (``--attacks diversity``), under its out dir."""
 Results = dict[str, dict[str, Any]]
 Section = Callable[[Results, dict[str, Any], Path], str]
 
@@ -280,12 +283,18 @@ def _sweep_figure(results: Results, methods: list[str], curves: dict[tuple[str, 
     save_bytes(path, buffer.getvalue())
 
 
+def diversity_report_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
+    """Table 1 and Figs. 1-3, as ``diversity_analysis.diversity_section`` wrote them (links relative to ``out_dir``)."""
+    path = out_dir / DIVERSITY_DIR / DIVERSITY_MARKDOWN
+    return path.read_text().strip() if path.exists() else ""
+
+
 REPORT_SECTIONS: list[Section] = [
     provenance_section,
     paper_section,
     strong_section,
     transfer_section,
     sweep_section,
-    # diversity_section (Table 1, Figs. 1-3) plugs in here.
+    diversity_report_section,
 ]
 """The report's sections, in order; append a section function to extend it."""
