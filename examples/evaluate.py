@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="training run directories (examples/train.py) whose ensembles are the targets")
     run = parser.add_argument_group("run")
     run.add_argument("--out-dir", type=Path, default=None, help="directory for results, report, figures; an existing one is resumed (default: runs/<timestamp>-evaluate)")
-    run.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated, from {list(ATTACKS)} (default: all)")
+    run.add_argument("--attacks", default=None, help=f"comma-separated, from {list(ATTACKS)} (default: all; 'transfer' only with a surrogate)")
     run.add_argument("--limit", type=int, default=None, metavar="N", help=f"evaluate the first N test images (default: all; digits: {DIGITS_DEFAULTS['limit']})")
     run.add_argument("--dataset", default=None, help="expected data set of every RUN_DIR (default: theirs)")
     run.add_argument("--seed", type=int, default=0, help="random starts of the attacks (default: %(default)s)")
@@ -200,6 +200,9 @@ def _resolve_defaults(flags: dict[str, Any], dataset: str) -> None:
 
 
 def _check_flags(flags: dict[str, Any]) -> None:
+    if flags["attacks"] is None:
+        surrogate = flags["type1_surrogate"] is not None or flags["type2_surrogate"] is not None
+        flags["attacks"] = ",".join(name for name in ATTACKS if name != "transfer" or surrogate)
     names = [name.strip() for name in flags["attacks"].split(",") if name.strip()]
     unknown = [name for name in names if name not in ATTACKS]
     if not names or unknown:

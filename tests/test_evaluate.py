@@ -274,3 +274,10 @@ def test_resuming_with_other_flags_is_refused(evaluated, run_dir, capsys):
     error = _error(capsys, [str(run_dir), "--out-dir", str(evaluated), "--limit", "9"])
     assert "--out-dir" in error and "--limit" in error
     assert json.loads((evaluated / "config.json").read_text())["flags"]["limit"] == 8
+
+
+def test_default_attacks_leave_out_transfer_without_a_surrogate(run_dir):
+    flags, _, _ = evaluate.parse_flags([str(run_dir)])
+    assert "transfer" not in flags["attacks"].split(",") and "diversity" in flags["attacks"].split(",")
+    flags, _, _ = evaluate.parse_flags([str(run_dir), "--type1-surrogate", str(run_dir)])
+    assert "transfer" in flags["attacks"].split(",")
