@@ -266,7 +266,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return results
     ranks = init_distributed(flags["device"])
     try:
-        return _train_and_compare(flags, argv, ranks)
+        result = _train_and_compare(flags, argv, ranks)
+        if ranks.distributed:
+            # Rank 0 still evaluates the test split when the others are done; tearing the group
+            # down under it aborted a rank (gloo) now and then, so all ranks leave together.
+            dist.barrier()
+        return result
     finally:
         if ranks.distributed:
             dist.destroy_process_group()

@@ -131,8 +131,10 @@ def training_objective(
     # DEG differentiates each member's loss with respect to its input: one input per member
     # (views of the batch) lets one backward pass give all K gradients.
     inputs = member_inputs(images, len(members)) if gradient_penalty else images
-    run = (lambda x, **kw: member_outputs(members, x, pdd, **kw)) if model is None else model
-    logits = run(inputs, per_member=gradient_penalty).logits
+    if model is None:
+        logits = member_outputs(members, inputs, pdd, per_member=gradient_penalty).logits
+    else:
+        logits = model(inputs, per_member=gradient_penalty).logits
     # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
     member_losses = member_cross_entropies(logits, labels, "mean")
     loss = member_losses.mean() if weights.ce_reduction == "mean" else member_losses.sum()
