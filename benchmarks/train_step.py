@@ -28,6 +28,7 @@ ratios to the baseline and writes JSON with the machine, torch version and setti
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -70,13 +71,7 @@ class Setting:
         self.labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
 
     def members(self) -> nn.ModuleList:
-        members = nn.ModuleList(ResNetMember(18, in_channels=3, num_classes=NUM_CLASSES, width=_width(self.initial)) for _ in self.initial)
-        members.load_state_dict(self.initial.state_dict())
-        return members.to(self.images.device).train()
-
-
-def _width(members: nn.ModuleList) -> int:
-    return members[0].feature_size // 8
+        return copy.deepcopy(self.initial).train()
 
 
 def step_function(name: str, setting: Setting, deg_every: int = 4) -> Callable[[], Tensor]:
@@ -102,12 +97,17 @@ def step_function(name: str, setting: Setting, deg_every: int = 4) -> Callable[[
             objective = training_objective(
                 method, members, pdd, setting.images, setting.labels, WEIGHTS, with_penalty=with_penalty
             )
-        optimizer.zero_grad(set_to_none=True)
-        objective.loss.backward()
-        optimizer.step()
-        return objective.penalty
+        return sgd_update(optimizer, objective.loss, objective.penalty)
 
     return step
+
+
+def sgd_update(optimizer: torch.optim.Optimizer, loss: Tensor, penalty: Tensor) -> Tensor:
+    """The end of every timed step: backward and update; returns the step's penalty, detached."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return penalty.detach()
 
 
 def _vectorized_step(setting: Setting, *, deg: bool) -> Callable[[], Tensor]:
@@ -124,10 +124,7 @@ def _vectorized_step(setting: Setting, *, deg: bool) -> Callable[[], Tensor]:
         if deg:
             penalty = dispersed_gradient_loss(member_input_gradients(losses, inputs, per_member=True))
             loss = loss + WEIGHTS.deg_lambda * penalty
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return penalty.detach()
+        return sgd_update(optimizer, loss, penalty)
 
     return step
 
@@ -142,10 +139,7 @@ def _shared_input_deg_step(setting: Setting) -> Callable[[], Tensor]:
         losses = member_cross_entropies(logits, setting.labels, "mean")
         penalty = dispersed_gradient_loss(member_input_gradients(losses, inputs))
         loss = losses.mean() + WEIGHTS.deg_lambda * penalty
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return penalty.detach()
+        return sgd_update(optimizer, loss, penalty)
 
     return step
 

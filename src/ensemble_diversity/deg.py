@@ -275,9 +275,8 @@ def _gradient_penalty(
         check_labels(y, "y", x.shape[0])
 
     # One input per member (views of x, no copy): one backward pass gives all K gradients,
-    # and, as separate tensors, each member's use of its input is checked. The caller's tensor
-    # never gains requires_grad.
-    inputs = [x.view_as(x) if x.requires_grad else x.detach().requires_grad_(True) for _ in members]
+    # and, as separate tensors, each member's use of its input is checked.
+    inputs = list(member_inputs(x, len(members)).unbind(0))
     logits = [model(member_input) for model, member_input in zip(members, inputs)]
     _check_logits(logits, x.shape[0])
     if default_ce and y.is_floating_point() and y.shape != logits[0].shape:
