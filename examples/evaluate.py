@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     strong = parser.add_argument_group("strong protocol (averaged logits, true labels)")
     strong.add_argument("--strong-steps", type=int, default=100, help="PGD and APGD iterations (default: %(default)s)")
     strong.add_argument("--strong-restarts", type=int, default=5, help="PGD random restarts (default: %(default)s)")
+    strong.add_argument("--autoattack-targets", type=int, default=9, help="AutoAttack's APGD-T target classes, those with the highest clean logits (default: %(default)s, the standard version)")
     strong.add_argument("--square-queries", type=int, default=None, help=f"Square attack queries (default: 5000, standard AutoAttack; digits: {DIGITS_DEFAULTS['square_queries']})")
 
     sweep = parser.add_argument_group("epsilon sweep (Fig. 4)")
@@ -215,7 +216,7 @@ def _check_flags(flags: dict[str, Any]) -> None:
     bad = [value for value in flags["sweep_l2"] + flags["cw_const"] if value <= 0.0]
     if bad:
         raise ValueError(f"Expected --sweep-l2 and --cw-const to hold positive values, but got {bad}")
-    for key in ("threads", "limit", "batch_size", "steps", "cw_steps", "cw_search_steps", "strong_steps", "strong_restarts", "square_queries"):
+    for key in ("threads", "limit", "batch_size", "steps", "cw_steps", "cw_search_steps", "strong_steps", "strong_restarts", "autoattack_targets", "square_queries"):
         if flags[key] is not None and flags[key] < 1:
             raise ValueError(f"Expected --{key.replace('_', '-')} to be >= 1, but got {flags[key]}")
     if flags["device"] == "cuda" and not torch.cuda.is_available():

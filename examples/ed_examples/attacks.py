@@ -9,8 +9,8 @@ Two protocols attack the same ensembles (Huang et al., AAAI 2021, "Attack Method
   with one random start; JSMA with theta 0.1 and gamma as the parameter; C&W L2 whose margin is
   computed on the averaged probabilities (ART's C&W reads the model's output as ``Z``).
 - ``strong``: PGD with 100 steps of 2.5 eps / steps (Madry et al. 2018) and 5 random restarts,
-  and AutoAttack (Croce & Hein 2020, standard version as closely as ART allows, see
-  :func:`auto_attack`), both on the members' **averaged logits** with the true labels.
+  (:func:`pgd_strong`) and AutoAttack (Croce & Hein 2020, standard version as closely as ART
+  allows, see :func:`auto_attack`), both on the members' **averaged logits** with the true labels.
 
 Every attack takes and returns numpy arrays ``[B, 1, 8, 8]`` in [0, 1] (ART's interface).
 """
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from art.attacks.evasion import (
-    AutoAttack,
     AutoProjectedGradientDescent,
     CarliniL2Method,
     FastGradientMethod,
@@ -63,6 +62,8 @@ class AttackSettings:
     cw_confidence: float = 0.01
     strong_steps: int = 100
     strong_restarts: int = 5
+    autoattack_targets: int = 9
+    """APGD-T's target classes (standard AutoAttack: 9)."""
     square_queries: int = 5000
     batch_size: int = 64
 
@@ -149,21 +150,45 @@ def craft(
             verbose=False,
         )
     elif attack == "pgd-strong":
-        art_attack = ProjectedGradientDescent(
-            classifier,
-            norm=norm,
-            eps=parameter,
-            eps_step=2.5 * parameter / settings.strong_steps,
-            max_iter=settings.strong_steps,
-            num_random_init=settings.strong_restarts,
-            batch_size=batch,
-            verbose=False,
-        )
+        return pgd_strong(classifier, x, labels, parameter, settings, norm=norm)
     elif attack == "autoattack":
         return auto_attack(classifier, x, labels, parameter, settings, norm=norm)
     else:
         raise ValueError(f"Expected attack to be one of {list(PARAMETER)}, but got {attack!r}")
     return art_attack.generate(x=x, y=labels)
+
+
+def pgd_strong(
+    classifier: PyTorchClassifier,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    eps: float,
+    settings: AttackSettings,
+    *,
+    norm: float = np.inf,
+) -> np.ndarray:
+    """PGD with ``settings.strong_steps`` steps of 2.5 eps / steps and ``settings.strong_restarts`` random starts.
+
+    Each restart attacks only the images that every earlier one failed on. ART's PGD with
+    ``num_random_init`` restarts every image and keeps a later success; an image falls under
+    both when any restart fools it, so this saves the restarts on broken images and nothing else.
+    """
+    x = images.astype(np.float32)
+    labels = _labels_or_predictions(classifier, x, labels, settings.batch_size)
+    x_adv, robust = x.copy(), _predictions(classifier, x, settings.batch_size) == labels
+    pgd = ProjectedGradientDescent(
+        classifier,
+        norm=norm,
+        eps=eps,
+        eps_step=2.5 * eps / settings.strong_steps,
+        max_iter=settings.strong_steps,
+        num_random_init=1,
+        batch_size=settings.batch_size,
+        verbose=False,
+    )
+    for _ in range(settings.strong_restarts):
+        _attack_robust(pgd, classifier, x, x_adv, labels, robust, labels, settings.batch_size)
+    return x_adv
 
 
 def auto_attack(
@@ -175,51 +200,78 @@ def auto_attack(
     *,
     norm: float = np.inf,
 ) -> np.ndarray:
-    """AutoAttack's standard version (Croce & Hein 2020) built from ART's parts.
+    """AutoAttack's standard version (Croce & Hein 2020) from ART's attacks, FAB-T left out.
 
-    Standard AutoAttack runs APGD-CE (100 iterations), APGD-T (DLR loss, targeted at 9
-    classes, 100 iterations), FAB-T and Square (5000 queries), each on the images that all
-    earlier attacks failed on. ART's ``AutoAttack`` with its default attack list differs (5
-    restarts per APGD, DeepFool instead of FAB, Square with 5 restarts, no targeted pass), so
-    this configures it: stage 1 is ``AutoAttack(targeted=True)`` over APGD-CE and APGD-DLR
-    (1 restart each, initial step 2 eps as in APGD), which runs both untargeted and then
-    both targeted at every other class (for 10 classes exactly APGD-T's 9 targets, plus an
-    untargeted DLR and a targeted CE pass, which can only lower accuracy further); stage 2 is
-    Square with ``settings.square_queries`` queries on the images stage 1 failed on. ART has
-    no FAB, so FAB-T is missing.
+    Standard AutoAttack runs, each on the images that all earlier attacks failed on and each
+    from the clean image: APGD-CE (100 iterations, no restart), APGD-T (DLR loss, targeted in
+    turn at the 9 classes with the highest clean logits after the top one, 100 iterations
+    each), FAB-T and Square (5000 queries); an image falls when an attack makes the model
+    misclassify it. This runs that sequence with ART's ``AutoProjectedGradientDescent``
+    (``settings.strong_steps`` iterations, 1 restart, initial step 2 eps) and ``SquareAttack``
+    (``settings.square_queries`` queries) and ``settings.autoattack_targets`` targets. ART has
+    no FAB, so FAB-T is missing. ART's own ``AutoAttack`` wrapper is not used: it targets every
+    class in index order (99 passes for 100 classes) and counts a targeted pass as successful
+    only when the image lands on the target, not when it is misclassified.
     """
     x = images.astype(np.float32)
     batch = settings.batch_size
+    labels = _labels_or_predictions(classifier, x, labels, batch)
+    logits = classifier.predict(x, batch_size=batch)
+    x_adv, robust = x.copy(), logits.argmax(1) == labels
 
-    def apgd(loss_type: str) -> AutoProjectedGradientDescent:
+    def apgd(loss_type: str, targeted: bool) -> AutoProjectedGradientDescent:
         return AutoProjectedGradientDescent(
             classifier,
             norm=norm,
             eps=eps,
             eps_step=2 * eps,
             max_iter=settings.strong_steps,
+            targeted=targeted,
             nb_random_init=1,
             batch_size=batch,
             loss_type=loss_type,
             verbose=False,
         )
 
-    gradient_stage = AutoAttack(
-        classifier,
-        norm=norm,
-        eps=eps,
-        eps_step=2 * eps,
-        attacks=[apgd("cross_entropy"), apgd("difference_logits_ratio")],
-        batch_size=batch,
-        targeted=True,
-    )
-    x_adv = gradient_stage.generate(x=x, y=labels)
-    # Stage 1 leaves an image unchanged when it found no adversarial example for it, or when
-    # the image was misclassified to begin with (stage 2 checks that again and skips it).
-    remaining = np.all(x_adv.reshape(len(x), -1) == x.reshape(len(x), -1), axis=1)
-    if remaining.any():
-        square = SquareAttack(classifier, norm=norm, eps=eps, max_iter=settings.square_queries, nb_restarts=1, batch_size=batch, verbose=False)
-        square_stage = AutoAttack(classifier, norm=norm, eps=eps, eps_step=2 * eps, attacks=[square], batch_size=batch)
-        stage_labels = None if labels is None else labels[remaining]
-        x_adv[remaining] = square_stage.generate(x=x[remaining], y=stage_labels)
+    _attack_robust(apgd("cross_entropy", targeted=False), classifier, x, x_adv, labels, robust, labels, batch)
+    # The clean image is classified correctly wherever APGD-T runs, so the top logit is the
+    # label and the targets are the next ones in order.
+    ranked = np.argsort(-logits, axis=1, kind="stable")
+    targeted = apgd("difference_logits_ratio", targeted=True)
+    for rank in range(1, min(settings.autoattack_targets, logits.shape[1] - 1) + 1):
+        _attack_robust(targeted, classifier, x, x_adv, labels, robust, ranked[:, rank], batch)
+    square = SquareAttack(classifier, norm=norm, eps=eps, max_iter=settings.square_queries, nb_restarts=1, batch_size=batch, verbose=False)
+    _attack_robust(square, classifier, x, x_adv, labels, robust, labels, batch)
     return x_adv
+
+
+def _predictions(classifier: PyTorchClassifier, x: np.ndarray, batch_size: int) -> np.ndarray:
+    return classifier.predict(x, batch_size=batch_size).argmax(1)
+
+
+def _labels_or_predictions(classifier: PyTorchClassifier, x: np.ndarray, labels: np.ndarray | None, batch_size: int) -> np.ndarray:
+    return _predictions(classifier, x, batch_size) if labels is None else np.asarray(labels)
+
+
+def _attack_robust(
+    attack: Any,
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    x_adv: np.ndarray,
+    labels: np.ndarray,
+    robust: np.ndarray,
+    attack_labels: np.ndarray,
+    batch_size: int,
+) -> None:
+    """Run ``attack`` from the clean ``x`` of the ``robust`` images; where it misclassifies one, keep it.
+
+    ``attack_labels`` ``[B]``: what ``attack.generate`` gets as ``y`` (the labels, or the
+    targets of a targeted attack). Updates ``x_adv`` and ``robust`` in place.
+    """
+    index = np.flatnonzero(robust)
+    if len(index) == 0:
+        return
+    candidates = attack.generate(x=x[index], y=attack_labels[index])
+    fooled = _predictions(classifier, candidates, batch_size) != labels[index]
+    x_adv[index[fooled]] = candidates[fooled]
+    robust[index[fooled]] = False
