@@ -62,8 +62,9 @@ PAPER_PARAMETERS: dict[str, dict[str, list[float]]] = {
 }
 PAPER_SWEEPS = {"linf": [0.005 * 2**i for i in range(8)], "l2": [0.1 * 2**i for i in range(8)]}
 """The authors' sweep epsilons (whitebox_test.py): 0.005 ... 0.64 under L_inf, 0.1 ... 12.8 under L_2."""
-DIGITS_SWEEPS = {"linf": [0.0125 * 2**i for i in range(7)], "l2": [0.125 * 2**i for i in range(7)]}
-"""digits: 0.0125 ... 0.8 under L_inf, 0.125 ... 8 under L_2 (an 8x8 image's L_2 radius is 8 times its L_inf one)."""
+DIGITS_SWEEPS = {"linf": [0.025 * 2**i for i in range(5)], "l2": [0.25 * 2**i for i in range(5)]}
+"""digits: 0.025 ... 0.4 under L_inf, 0.25 ... 4 under L_2 (an 8x8 image's L_2 radius is 8 times its L_inf one):
+from about clean accuracy to zero for a K=3 baseline (docs/evaluation.md, "The digits grid")."""
 DIGITS_DEFAULTS = {"limit": 100, "cw_steps": 20, "cw_search_steps": 2, "square_queries": 1000}
 """What the digits defaults reduce so that every attack on 5 methods fits 30 minutes on 2 CPU cores."""
 NEUTRAL_FLAGS = ("attacks", "device", "threads", "fgsm_eps", "bim_eps", "pgd_eps", "jsma_gamma", "cw_const", "sweep_linf", "sweep_l2")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, default=None, metavar="N", help=f"evaluate the first N test images (default: all; digits: {DIGITS_DEFAULTS['limit']})")
     run.add_argument("--dataset", default=None, help="expected data set of every RUN_DIR (default: theirs)")
     run.add_argument("--seed", type=int, default=0, help="random starts of the attacks (default: %(default)s)")
-    run.add_argument("--batch-size", type=int, default=64, help="images per attack batch (default: %(default)s)")
+    run.add_argument("--batch-size", type=int, default=128, help="images per attack batch; the attacks act per image, so this sets speed and memory only (default: %(default)s)")
     run.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is much faster for small models on a busy machine)")
     run.add_argument("--type1-surrogate", type=Path, default=None, metavar="RUN_DIR", help="Table 4 Type I: a run whose baseline ensemble crafts transfer attacks")
@@ -102,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     strong.add_argument("--square-queries", type=int, default=None, help=f"Square attack queries (default: 5000, standard AutoAttack; digits: {DIGITS_DEFAULTS['square_queries']})")
 
     sweep = parser.add_argument_group("epsilon sweep (Fig. 4)")
-    sweep.add_argument("--sweep-linf", type=_floats, default=None, metavar="LIST", help="L_inf epsilons (default: the authors' 0.005 ... 0.64; digits: 0.0125 ... 0.8)")
-    sweep.add_argument("--sweep-l2", type=_floats, default=None, metavar="LIST", help="L_2 epsilons (default: the authors' 0.1 ... 12.8; digits: 0.125 ... 8)")
+    sweep.add_argument("--sweep-linf", type=_floats, default=None, metavar="LIST", help="L_inf epsilons (default: the authors' 0.005 ... 0.64; digits: 0.025 ... 0.4)")
+    sweep.add_argument("--sweep-l2", type=_floats, default=None, metavar="LIST", help="L_2 epsilons (default: the authors' 0.1 ... 12.8; digits: 0.25 ... 4)")
     return parser
 
 

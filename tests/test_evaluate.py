@@ -139,7 +139,7 @@ def test_every_attack_and_report_section_is_written(evaluated):
     assert config["versions"]["adversarial-robustness-toolbox"] and config["flags"]["limit"] == 8
     report = (evaluated / REPORT).read_text()
     for heading in ("# Robustness evaluation", "paper protocol (Tables 2, 3, 5)", "beside the strong protocol",
-                    "transfer attacks (Table 4)", "(Fig. 4)"):
+                    "transfer attacks (Table 4)", "(Fig. 4)", "## Time spent"):
         assert heading in report
     assert "| Attacks | Para. | baseline | pdd | pdd (rescaled) |" in report
     assert (evaluated / "sweep.png").read_bytes()[:4] == b"\x89PNG"
@@ -185,13 +185,13 @@ def test_a_failing_attack_keeps_the_results_before_it(run_dir, tmp_path, monkeyp
     assert "FGSM" in (tmp_path / "out" / REPORT).read_text()
 
 
-def _result(protocol, attack, norm, value, method, robust, surrogate=None):
+def _result(protocol, attack, norm, value, method, robust, surrogate=None, seconds=1.5):
     robust = torch.tensor(robust, dtype=torch.bool)
     # Clean results are their own "before": every other result's images were all right before.
     clean = robust if protocol == "clean" else torch.ones_like(robust)
     key = result_key(protocol, attack, norm, value, method, surrogate)
     return key, robust_result(clean, robust, key=key, protocol=protocol, attack=attack, norm=norm, value=value,
-                              method=method, surrogate=surrogate, settings={"steps": 10})
+                              method=method, surrogate=surrogate, settings={"steps": 10}, seconds=seconds)
 
 
 def test_the_report_is_built_from_results_alone(tmp_path):
@@ -213,6 +213,8 @@ def test_the_report_is_built_from_results_alone(tmp_path):
         _result("paper", "pgd", "inf", 0.2, "kept", [1, 0, 0, 0]),
         _result("paper", "pgd", "inf", 0.2, "erased", [0, 0, 0, 0]),
         _result("transfer-I", "fgsm", "inf", 0.1, "kept", [1, 1, 0, 0], surrogate="s:baseline"),
+        # A strong-sweep point at an epsilon outside the paper protocol's: in the sweep, not beside AutoAttack.
+        _result("strong", "pgd-strong", "inf", 0.2, "baseline", [0, 0, 0, 0]),
     ]
     results = dict(rows)
     config = {"flags": {"run_dirs": ["r"], "dataset": "digits", "limit": 4, "seed": 0, "pgd_eps": [0.1],
@@ -230,6 +232,11 @@ def test_the_report_is_built_from_results_alone(tmp_path):
     assert "| PGD L_inf | limit | 0.2 | > 0.2 | 0.2 |" in report
     assert "| Type I | FGSM | 0.1 | - | 50.0 (50.0) | - |" in report
     assert (tmp_path / "sweep.png").exists()
+    # Time spent: 6 paper PGD results of 1.5 s; clean results are not attacks.
+    assert "| paper | PGD | 6 | 9 |" in report
+    assert "| **all** |  | 14 | 21 |" in report
+    assert "| PGD-100x5 (strong) | 0.1 |" in report and "| PGD-100x5 (strong) | 0.2 |" not in report
+    assert "| PGD-100x5 L_inf | 0.2 | 0.0 (0.0) | - | - |" in report
 
 
 def test_robust_accuracy_counts_an_image_only_when_right_before_and_after():

@@ -65,7 +65,7 @@ class AttackSettings:
     autoattack_targets: int = 9
     """APGD-T's target classes (standard AutoAttack: 9)."""
     square_queries: int = 5000
-    batch_size: int = 64
+    batch_size: int = 128
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

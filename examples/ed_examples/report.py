@@ -117,7 +117,12 @@ def paper_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
 def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
     """Paper protocol beside the strong one at the same L_inf epsilons, with the rows the strong one erases flagged."""
     methods = _methods(results)
-    epsilons = sorted(set(_values(results, "strong", "pgd-strong", "inf")) | set(_values(results, "strong", "autoattack", "inf")))
+    flags = config["flags"]
+    # The strong protocol's epsilons are the paper protocol's; the strong sweep adds PGD-100x5
+    # results at others, which belong to the sweep's table, not beside AutoAttack's.
+    protocol_epsilons = {value for key in ("fgsm_eps", "bim_eps", "pgd_eps") for value in flags.get(key, [])}
+    found = set(_values(results, "strong", "pgd-strong", "inf")) | set(_values(results, "strong", "autoattack", "inf"))
+    epsilons = sorted(eps for eps in found if eps in protocol_epsilons or not protocol_epsilons)
     if not epsilons:
         return ""
     rows, flag_rows = [], []
@@ -133,10 +138,12 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
     parts = [
         "## Paper protocol beside the strong protocol",
         "",
-        "Strong protocol: PGD with 100 steps of 2.5 eps/100 and 5 random restarts, and AutoAttack (APGD-CE, "
-        "APGD-DLR untargeted and targeted at every other class, then Square; see docs/evaluation.md for how it "
-        "differs from the standard version), both on the averaged logits with the true labels, under L_inf. "
-        "\"worst case\" counts an image as robust only when it survives both strong attacks.",
+        f"Strong protocol: PGD with {flags.get('strong_steps', 100)} steps of 2.5 eps/steps and "
+        f"{flags.get('strong_restarts', 5)} random restarts, and AutoAttack (APGD-CE, then APGD-T with the DLR loss "
+        f"at the {flags.get('autoattack_targets', 9)} classes with the next-highest clean logits, then Square with "
+        f"{flags.get('square_queries', 5000)} queries; no FAB-T, which ART lacks; see docs/evaluation.md), both on "
+        "the averaged logits with the true labels, under L_inf. \"worst case\" counts an image as robust only "
+        "when it survives both strong attacks.",
         "",
         _table(["Attacks", "eps"] + methods, rows),
     ]
@@ -289,6 +296,29 @@ def diversity_report_section(results: Results, config: dict[str, Any], out_dir: 
     return path.read_text().strip() if path.exists() else ""
 
 
+def cost_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
+    """Wall time of each attack, summed over its results, so that a budget can be planned from a run."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for result in results.values():
+        if result["protocol"] != "clean" and "seconds" in result:
+            entry = totals.setdefault((result["protocol"], result["attack"]), [0, 0.0])
+            entry[0] += 1
+            entry[1] += result["seconds"]
+    if not totals:
+        return ""
+    rows = [[protocol, NAMES[attack], f"{count:g}", f"{seconds:.0f}"] for (protocol, attack), (count, seconds) in totals.items()]
+    rows.append(["**all**", "", f"{sum(c for c, _ in totals.values()):g}", f"{sum(s for _, s in totals.values()):.0f}"])
+    return "\n".join([
+        "## Time spent",
+        "",
+        "Seconds of wall time per attack, summed over its results (every target, parameter and norm; the sweeps "
+        "are counted under their attack), as measured while crafting and scoring; loading and the diversity "
+        "analysis are not included.",
+        "",
+        _table(["Protocol", "Attack", "Results", "Seconds"], rows),
+    ])
+
+
 REPORT_SECTIONS: list[Section] = [
     provenance_section,
     paper_section,
@@ -296,5 +326,6 @@ REPORT_SECTIONS: list[Section] = [
     transfer_section,
     sweep_section,
     diversity_report_section,
+    cost_section,
 ]
 """The report's sections, in order; append a section function to extend it."""
