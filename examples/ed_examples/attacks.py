@@ -173,9 +173,7 @@ def pgd_strong(
     ``num_random_init`` restarts every image and keeps a later success; an image falls under
     both when any restart fools it, so this saves the restarts on broken images and nothing else.
     """
-    x = images.astype(np.float32)
-    labels = _labels_or_predictions(classifier, x, labels, settings.batch_size)
-    x_adv, robust = x.copy(), _predictions(classifier, x, settings.batch_size) == labels
+    unbroken = _Unbroken(classifier, images, labels, settings.batch_size)
     pgd = ProjectedGradientDescent(
         classifier,
         norm=norm,
@@ -187,8 +185,8 @@ def pgd_strong(
         verbose=False,
     )
     for _ in range(settings.strong_restarts):
-        _attack_robust(pgd, classifier, x, x_adv, labels, robust, labels, settings.batch_size)
-    return x_adv
+        unbroken.attack(pgd)
+    return unbroken.x_adv
 
 
 def auto_attack(
@@ -213,11 +211,8 @@ def auto_attack(
     class in index order (99 passes for 100 classes) and counts a targeted pass as successful
     only when the image lands on the target, not when it is misclassified.
     """
-    x = images.astype(np.float32)
     batch = settings.batch_size
-    labels = _labels_or_predictions(classifier, x, labels, batch)
-    logits = classifier.predict(x, batch_size=batch)
-    x_adv, robust = x.copy(), logits.argmax(1) == labels
+    unbroken = _Unbroken(classifier, images, labels, batch)
 
     def apgd(loss_type: str, targeted: bool) -> AutoProjectedGradientDescent:
         return AutoProjectedGradientDescent(
@@ -233,45 +228,44 @@ def auto_attack(
             verbose=False,
         )
 
-    _attack_robust(apgd("cross_entropy", targeted=False), classifier, x, x_adv, labels, robust, labels, batch)
+    unbroken.attack(apgd("cross_entropy", targeted=False))
     # The clean image is classified correctly wherever APGD-T runs, so the top logit is the
     # label and the targets are the next ones in order.
-    ranked = np.argsort(-logits, axis=1, kind="stable")
+    ranked = np.argsort(-unbroken.logits, axis=1, kind="stable")
     targeted = apgd("difference_logits_ratio", targeted=True)
-    for rank in range(1, min(settings.autoattack_targets, logits.shape[1] - 1) + 1):
-        _attack_robust(targeted, classifier, x, x_adv, labels, robust, ranked[:, rank], batch)
-    square = SquareAttack(classifier, norm=norm, eps=eps, max_iter=settings.square_queries, nb_restarts=1, batch_size=batch, verbose=False)
-    _attack_robust(square, classifier, x, x_adv, labels, robust, labels, batch)
-    return x_adv
+    for rank in range(1, min(settings.autoattack_targets, ranked.shape[1] - 1) + 1):
+        unbroken.attack(targeted, ranked[:, rank])
+    unbroken.attack(SquareAttack(classifier, norm=norm, eps=eps, max_iter=settings.square_queries, nb_restarts=1, batch_size=batch, verbose=False))
+    return unbroken.x_adv
 
 
-def _predictions(classifier: PyTorchClassifier, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return classifier.predict(x, batch_size=batch_size).argmax(1)
+class _Unbroken:
+    """A sequence of attacks on the same images: which are still classified correctly, and the adversarial images so far.
 
-
-def _labels_or_predictions(classifier: PyTorchClassifier, x: np.ndarray, labels: np.ndarray | None, batch_size: int) -> np.ndarray:
-    return _predictions(classifier, x, batch_size) if labels is None else np.asarray(labels)
-
-
-def _attack_robust(
-    attack: Any,
-    classifier: PyTorchClassifier,
-    x: np.ndarray,
-    x_adv: np.ndarray,
-    labels: np.ndarray,
-    robust: np.ndarray,
-    attack_labels: np.ndarray,
-    batch_size: int,
-) -> None:
-    """Run ``attack`` from the clean ``x`` of the ``robust`` images; where it misclassifies one, keep it.
-
-    ``attack_labels`` ``[B]``: what ``attack.generate`` gets as ``y`` (the labels, or the
-    targets of a targeted attack). Updates ``x_adv`` and ``robust`` in place.
+    ``images`` ``[B, C, H, W]``; ``labels`` ``[B]``, or None for the classifier's predictions.
+    An image counts as broken once it is misclassified, whatever an attack aimed at.
     """
-    index = np.flatnonzero(robust)
-    if len(index) == 0:
-        return
-    candidates = attack.generate(x=x[index], y=attack_labels[index])
-    fooled = _predictions(classifier, candidates, batch_size) != labels[index]
-    x_adv[index[fooled]] = candidates[fooled]
-    robust[index[fooled]] = False
+
+    def __init__(self, classifier: PyTorchClassifier, images: np.ndarray, labels: np.ndarray | None, batch_size: int) -> None:
+        self.classifier = classifier
+        self.batch_size = batch_size
+        self.x = images.astype(np.float32, copy=False)
+        self.logits = classifier.predict(self.x, batch_size=batch_size)
+        """``[B, L]``: the clean images' outputs."""
+        predictions = self.logits.argmax(1)
+        self.labels = predictions if labels is None else np.asarray(labels)
+        self.robust = predictions == self.labels
+        self.x_adv = self.x.copy()
+
+    def attack(self, attack: Any, y: np.ndarray | None = None) -> None:
+        """Run ``attack`` from the clean images still robust; keep its image wherever it misclassifies.
+
+        ``y`` ``[B]``: what ``attack.generate`` gets (default the labels; the targets of a targeted attack).
+        """
+        index = np.flatnonzero(self.robust)
+        if len(index) == 0:
+            return
+        candidates = attack.generate(x=self.x[index], y=(self.labels if y is None else y)[index])
+        fooled = self.classifier.predict(candidates, batch_size=self.batch_size).argmax(1) != self.labels[index]
+        self.x_adv[index[fooled]] = candidates[fooled]
+        self.robust[index[fooled]] = False
