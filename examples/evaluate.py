@@ -1,7 +1,7 @@
 """Attack the ensembles of training runs like the paper does, and with stronger attacks beside it.
 
     PYTHONPATH=src python examples/evaluate.py runs/<run> --out-dir runs/<run>-eval
-    PYTHONPATH=src python examples/evaluate.py runs/<run> runs/<rescaled-run> \\
+    PYTHONPATH=src python examples/evaluate.py runs/<run> runs/<authors-scaling-run> \\
         --type1-surrogate runs/<surrogate-run> --type2-surrogate runs/<surrogate-run> --limit 100
 
 Loads every method's kept ensemble from each RUN_DIR (written by ``examples/train.py``) and
@@ -49,7 +49,6 @@ SWEEPS = ("sweep", "sweep-strong")
 """Fig. 4: the paper protocol's PGD, and the strong protocol's, over doubling epsilons under L_inf and L_2."""
 ATTACKS = (*PAPER_ATTACKS, *STRONG_ATTACKS, "transfer", *SWEEPS, "diversity")
 """``--attacks`` names; ``diversity`` is the paper's diversity analysis (Table 1, Figs. 1-3), no attack."""
-"""Names ``--attacks`` accepts."""
 
 PAPER_PARAMETERS: dict[str, dict[str, list[float]]] = {
     # Table 2 (K=3), Table 4 (transfer), whitebox_test.py (Fig. 4 sweeps).
@@ -69,6 +68,8 @@ DIGITS_DEFAULTS = {"limit": 100, "cw_steps": 20, "cw_search_steps": 2, "square_q
 """What the digits defaults reduce so that every attack on 5 methods fits 30 minutes on 2 CPU cores."""
 NEUTRAL_FLAGS = ("attacks", "device", "threads", "fgsm_eps", "bim_eps", "pgd_eps", "jsma_gamma", "cw_const", "sweep_linf", "sweep_l2")
 """Flags that choose which results to compute, not what a result means: a resumed evaluation may change them."""
+AUTHORS_SCALING = " (authors' scaling)"
+"""Label suffix of a PDD ensemble trained without rescaling (``--pdd-scaling authors``); plain "pdd" is inverted dropout."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +139,7 @@ def parse_flags(argv: list[str]) -> tuple[dict[str, Any], dict[str, Target], dic
 
 
 def _load_targets(flags: dict[str, Any]) -> tuple[dict[str, Target], dict[str, Any]]:
-    """Every RUN_DIR's ensembles, labelled by method (" (rescaled)" for PDD with --pdd-rescale)."""
+    """Every RUN_DIR's ensembles, labelled by method (PDD methods trained with ``--pdd-scaling authors``: ``AUTHORS_SCALING`` appended)."""
     targets: dict[str, Target] = {}
     first: dict[str, Any] | None = None
     for run_dir in flags["run_dirs"]:
@@ -151,7 +152,7 @@ def _load_targets(flags: dict[str, Any]) -> tuple[dict[str, Target], dict[str, A
                 f"{train_flags['dataset']!r} seed {train_flags['seed']} and the first has {first['dataset']!r} seed {first['seed']}"
             )
         for method, members in _checked_ensembles(run_dir, "RUN_DIR").items():
-            label = method + (" (rescaled)" if METHODS[method].pdd and train_flags["pdd_rescale"] else "")
+            label = method + (AUTHORS_SCALING if METHODS[method].pdd and train_flags["pdd_scaling"] == "authors" else "")
             if label in targets:
                 label = f"{label}@{run_dir.name}"
             targets[label] = Target(method, run_dir, members)

@@ -41,7 +41,7 @@ from ed_examples.run_dir import (
     save_json,
     save_torch,
 )
-from ed_examples.training import Recipe, train_method
+from ed_examples.training import PDD_SCALINGS, Recipe, train_method
 
 from ensemble_diversity.ensemble import Ensemble
 
@@ -81,12 +81,12 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     recipe.add_argument("--min-lr", type=float, default=default(1e-4), help="learning rate the cosine reaches at the end (default: %(default)s)")
     recipe.add_argument("--momentum", type=float, default=default(0.9), help="(default: %(default)s)")
     recipe.add_argument("--weight-decay", type=float, default=default(5e-4), help="(default: %(default)s)")
-    recipe.add_argument("--ce-reduction", default=default("mean"), choices=("mean", "sum"), help="members' CE: mean (the authors' code) or sum (eq. 1 as written) (default: %(default)s)")
+    recipe.add_argument("--ce-reduction", default=default("auto"), choices=("auto", "mean", "sum"), help="members' CE terms in eq. 1: auto = sum for adp (Pang et al.'s code, which tuned its weights), mean for the others (the PDD/DEG authors' code); mean or sum = that for every method (default: %(default)s)")
 
     method = parser.add_argument_group("regularisers")
     method.add_argument("--alpha", type=float, default=default(0.9), help="PDD keep rate in a member's priority interval, eq. 2 (default: %(default)s)")
     method.add_argument("--beta", type=float, default=default(0.1), help="PDD keep-rate scale outside it, eq. 2 (default: %(default)s)")
-    method.add_argument("--pdd-rescale", action="store_true", default=default(False), help="inverted dropout: divide kept units by their keep rate (the authors' code does not)")
+    method.add_argument("--pdd-scaling", default=default("inverted"), choices=PDD_SCALINGS, help="inverted: kept units divided by their keep rate, so test time (PDD off) sees the training scale (the library's default); authors: no rescaling, the authors' code and the paper's tables (default: %(default)s)")
     method.add_argument("--pdd-statistics", default=default("sample"), choices=("sample", "batch"), help="PDD's range and histogram per sample (the authors' code) or per batch, all-reduced over ranks under torchrun (default: %(default)s)")
     method.add_argument("--num-intervals", type=int, default=default(None), help="PDD intervals M > K (default: the library's, M=10 for K=3)")
     method.add_argument("--deg-lambda", type=float, default=default(0.01), help="DEG weight lambda, eq. 4 (default: %(default)s)")
@@ -194,7 +194,7 @@ def _recipe(flags: dict[str, Any]) -> Recipe:
         weight_decay=flags["weight_decay"],
         alpha=flags["alpha"],
         beta=flags["beta"],
-        pdd_rescale=flags["pdd_rescale"],
+        pdd_scaling=flags["pdd_scaling"],
         pdd_statistics=flags["pdd_statistics"],
         num_intervals=flags["num_intervals"],
         weights=Weights(flags["ce_reduction"], flags["deg_lambda"], flags["adp_alpha"], flags["adp_beta"], flags["gal_lambda"]),

@@ -63,17 +63,18 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rescaled_run_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rescaled")
-    train.main(["--run-dir", str(path), "--methods", "pdd", "--pdd-rescale", "--epochs", "1", "--max-batches", "2", "--width", "16"])
+def authors_run_dir(tmp_path_factory) -> Path:
+    """PDD without rescaling (the authors' code), which evaluate.py labels apart from the default's "pdd"."""
+    path = tmp_path_factory.mktemp("authors")
+    train.main(["--run-dir", str(path), "--methods", "pdd", "--pdd-scaling", "authors", "--epochs", "1", "--max-batches", "2", "--width", "16"])
     return path
 
 
 @pytest.fixture(scope="module")
-def evaluated(run_dir, rescaled_run_dir, tmp_path_factory) -> Path:
+def evaluated(run_dir, authors_run_dir, tmp_path_factory) -> Path:
     """One evaluation with every attack, transfer from the run itself (Type I and II)."""
     out_dir = tmp_path_factory.mktemp("eval") / "out"
-    evaluate.main([str(run_dir), str(rescaled_run_dir), "--out-dir", str(out_dir), *FAST,
+    evaluate.main([str(run_dir), str(authors_run_dir), "--out-dir", str(out_dir), *FAST,
                    "--type1-surrogate", str(run_dir), "--type2-surrogate", str(run_dir)])
     return out_dir
 
@@ -115,7 +116,7 @@ def test_every_attack_lowers_the_accuracy_of_an_undefended_ensemble(run_dir, att
 
 def test_every_attack_and_report_section_is_written(evaluated):
     results = load_json(evaluated / "results.json")["results"]
-    methods = ["baseline", "pdd", "pdd (rescaled)"]
+    methods = ["baseline", "pdd", "pdd (authors' scaling)"]
     for method in methods:
         for key in ("paper/fgsm/inf/0.2", "paper/bim/inf/0.2", "paper/pgd/inf/0.2", "paper/jsma/0/0.1", "paper/cw/2/1",
                     "strong/pgd-strong/inf/0.2", "strong/autoattack/inf/0.2", "paper/pgd/inf/0.1", "paper/pgd/2/2",
@@ -126,8 +127,8 @@ def test_every_attack_and_report_section_is_written(evaluated):
             assert result["accuracy"] == result["robust_correct"] / 8
     # Type I: the baseline of the surrogate run for every target; Type II: the target's own method.
     surrogate = Path(results["clean/none/-/0/baseline"]["run_dir"]).name
-    assert f"transfer-I/pgd/inf/0.2/pdd (rescaled)/{surrogate}:baseline" in results
-    assert f"transfer-II/jsma/0/0.1/pdd (rescaled)/{surrogate}:pdd" in results
+    assert f"transfer-I/pgd/inf/0.2/pdd (authors' scaling)/{surrogate}:baseline" in results
+    assert f"transfer-II/jsma/0/0.1/pdd (authors' scaling)/{surrogate}:pdd" in results
     assert results["paper/pgd/inf/0.2/baseline"]["model_output"] == "averaged probabilities"
     assert results["paper/pgd/inf/0.2/baseline"]["labels"] == "model predictions"
     assert results["strong/autoattack/inf/0.2/baseline"]["model_output"] == "averaged logits"
@@ -141,7 +142,7 @@ def test_every_attack_and_report_section_is_written(evaluated):
     for heading in ("# Robustness evaluation", "paper protocol (Tables 2, 3, 5)", "beside the strong protocol",
                     "transfer attacks (Table 4)", "(Fig. 4)", "## Time spent"):
         assert heading in report
-    assert "| Attacks | Para. | baseline | pdd | pdd (rescaled) |" in report
+    assert "| Attacks | Para. | baseline | pdd | pdd (authors' scaling) |" in report
     assert (evaluated / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     # The diversity analysis (Table 1, Figs. 1-3) on the same images, its figures linked from the report.
     assert "Table 1" in report
@@ -152,7 +153,7 @@ def test_every_attack_and_report_section_is_written(evaluated):
     assert set(diversity["methods"]) == set(methods)
 
 
-def test_a_rerun_skips_finished_attacks(evaluated, run_dir, rescaled_run_dir, monkeypatch):
+def test_a_rerun_skips_finished_attacks(evaluated, run_dir, authors_run_dir, monkeypatch):
     before = (evaluated / "results.json").read_text()
 
     def no_attack(*args, **kwargs):
@@ -160,7 +161,7 @@ def test_a_rerun_skips_finished_attacks(evaluated, run_dir, rescaled_run_dir, mo
 
     monkeypatch.setattr(evaluate, "craft", no_attack)
     monkeypatch.setattr(evaluate, "diversity_section", no_attack)
-    evaluate.main([str(run_dir), str(rescaled_run_dir), "--out-dir", str(evaluated), *FAST,
+    evaluate.main([str(run_dir), str(authors_run_dir), "--out-dir", str(evaluated), *FAST,
                    "--type1-surrogate", str(run_dir), "--type2-surrogate", str(run_dir)])
     assert (evaluated / "results.json").read_text() == before
     assert len(load_json(evaluated / "config.json")["sessions"]) == 1

@@ -1,7 +1,9 @@
 """The training methods compared by ``examples/train.py`` and their objective on one batch.
 
 - ``baseline``: the ensemble cross-entropy alone (eq. 1), members trained independently.
-- ``adp``: eq. 1 plus ADP's regulariser (Pang et al. 2019), the paper's peer baseline.
+- ``adp``: eq. 1 plus ADP's regulariser (Pang et al. 2019), the paper's peer baseline; its
+  members' CE terms are summed, as in Pang et al.'s code, against which their alpha 2 and
+  beta 0.5 were tuned (every other method averages them, as the PDD/DEG authors' code).
 - ``pdd``: eq. 1 with Priority Diversified Dropouts on the members' penultimate features
   (Algorithm 1, eq. 2).
 - ``deg``: eq. 1 plus lambda times the Dispersed Ensemble Gradients penalty (eqs. 3-4).
@@ -41,11 +43,13 @@ class Method(NamedTuple):
     gal: bool = False
     attack: Attack | None = None
     """Adversarial training with examples from this attack, or None."""
+    ce_reduction: Literal["mean", "sum"] = "mean"
+    """How eq. 1 reduces the members' CE terms under ``--ce-reduction auto``: the reduction its weights were tuned for."""
 
 
 METHODS: dict[str, Method] = {
     "baseline": Method(pdd=False, deg=False, adp=False),
-    "adp": Method(pdd=False, deg=False, adp=True),
+    "adp": Method(pdd=False, deg=False, adp=True, ce_reduction="sum"),
     "pdd": Method(pdd=True, deg=False, adp=False),
     "deg": Method(pdd=False, deg=True, adp=False),
     "pdd+deg": Method(pdd=True, deg=True, adp=False),
@@ -60,7 +64,8 @@ METHODS: dict[str, Method] = {
 class Weights(NamedTuple):
     """How the objective's terms are combined (flags ``--ce-reduction``, ``--deg-lambda``, ``--adp-*``)."""
 
-    ce_reduction: Literal["mean", "sum"]
+    ce_reduction: Literal["auto", "mean", "sum"]
+    """``auto``: each method's own (:attr:`Method.ce_reduction`); ``mean`` or ``sum``: that one for every method."""
     deg_lambda: float
     adp_alpha: float
     adp_beta: float
@@ -137,7 +142,8 @@ def training_objective(
         logits = model(inputs, per_member=gradient_penalty).logits
     # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
     member_losses = member_cross_entropies(logits, labels, "mean")
-    loss = member_losses.mean() if weights.ce_reduction == "mean" else member_losses.sum()
+    reduction = method.ce_reduction if weights.ce_reduction == "auto" else weights.ce_reduction
+    loss = member_losses.mean() if reduction == "mean" else member_losses.sum()
     penalty = loss.new_zeros(())
     if gradient_penalty:
         # g_k = dL_CE(y_k, y)/dx of Algorithm 2, one gradient per member.

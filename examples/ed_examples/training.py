@@ -53,6 +53,10 @@ from .run_dir import (
 )
 
 
+PDD_SCALINGS = ("inverted", "authors")
+"""``--pdd-scaling``: inverted dropout (the library's default, ``rescale=True``) or the authors' unscaled mask."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides how a method trains (all from the command line)."""
@@ -69,7 +73,8 @@ class Recipe:
     weight_decay: float
     alpha: float
     beta: float
-    pdd_rescale: bool
+    pdd_scaling: Literal["inverted", "authors"]
+    """``--pdd-scaling``: PDD's kept units divided by their keep rate, or passed unchanged (the authors' code)."""
     pdd_statistics: str
     num_intervals: int | None
     weights: Weights
@@ -180,7 +185,7 @@ def _fresh_state(recipe: Recipe, method: Method, device: torch.device, ranks: Ra
             recipe.alpha,
             recipe.beta,
             statistics=recipe.pdd_statistics,
-            rescale=recipe.pdd_rescale,
+            rescale=recipe.pdd_scaling == "inverted",
             sync_statistics=recipe.pdd_statistics == "batch",
         ).to(device)
     optimizer = torch.optim.SGD(
