@@ -111,17 +111,17 @@ def test_rejects_unknown_combine(combine):
 
 
 def test_rejects_empty_and_non_module_members():
-    with pytest.raises(ValueError, match="members"):
+    with pytest.raises(ValueError, match="models"):
         Ensemble([])
-    with pytest.raises(TypeError, match="members.*member 1"):
+    with pytest.raises(TypeError, match="models.*model 1"):
         Ensemble([nn.Linear(2, 2), lambda x: x])
-    with pytest.raises(TypeError, match="members"):
+    with pytest.raises(TypeError, match="models"):
         Ensemble(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
 
 
 def test_rejects_member_outputs_of_different_shapes_naming_the_member():
     ensemble = Ensemble([nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(4, 5)])
-    with pytest.raises(ValueError, match="member 2"):
+    with pytest.raises(ValueError, match="model 2"):
         ensemble(torch.randn(2, 4))
 
 
@@ -136,7 +136,7 @@ class _ReturnsTuple(nn.Module):
 
 
 def test_rejects_member_outputs_that_are_not_batch_by_classes():
-    with pytest.raises(ValueError, match=r"member 1 of `members`.*\[B, L\].*\(2, 1, 4\)"):
+    with pytest.raises(ValueError, match=r"model 1 of `models`.*\[B, L\].*\(2, 1, 4\)"):
         Ensemble([nn.Identity(), _AddsAxis()])(torch.randn(2, 4))
-    with pytest.raises(ValueError, match=r"member 0 of `members`.*tuple"):
+    with pytest.raises(ValueError, match=r"model 0 of `models`.*tuple"):
         Ensemble([_ReturnsTuple(), nn.Identity()])(torch.randn(2, 4))

@@ -108,7 +108,7 @@ def test_ece_rejects_bad_input(logits, targets, error, match):
         ensemble_cross_entropy(logits, targets)
 
 
-@pytest.mark.parametrize("member_reduction", ["none", "Mean", None])
+@pytest.mark.parametrize("member_reduction", ["None", "Mean", None])
 def test_ece_rejects_unknown_member_reduction(member_reduction):
     with pytest.raises(ValueError, match="member_reduction"):
         ensemble_cross_entropy(torch.zeros(2, 2, 3), torch.zeros(2, dtype=torch.long), member_reduction=member_reduction)

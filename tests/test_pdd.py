@@ -198,10 +198,10 @@ def test_empirical_keep_frequency_agrees_with_keep_probabilities(statistics):
     assert ((frequency - p).abs() <= bound).all(), (frequency - p).abs().max()
 
 
-def test_forward_multiplies_by_a_binary_mask_and_gradients_flow_through_kept_units():
+def test_authors_scaling_multiplies_by_a_binary_mask_and_gradients_flow_through_kept_units():
     torch.manual_seed(2)
     features = (torch.rand(3, 5, 16) + 0.1).requires_grad_(True)
-    out = PriorityDiversifiedDropout(3)(features)
+    out = PriorityDiversifiedDropout(3, rescale=False)(features)
     mask = out.detach() / features.detach()
     assert torch.isin(mask, torch.tensor([0.0, 1.0])).all()
     out.sum().backward()
@@ -219,6 +219,25 @@ def test_rescale_divides_kept_units_by_their_keep_rate():
     # inverted dropout keeps each unit's expectation: check over units with a usable keep rate
     ratio = (out / features)[rates > 0.05].mean()
     assert abs(ratio.item() - 1) < 0.05
+
+
+def test_default_rescaling_keeps_each_units_expectation_within_a_binomial_bound():
+    # Inverted dropout (the default): out = x / p * Bernoulli(p), so over N draws of the same
+    # sample each unit's mean output is x with standard error x * sqrt((1 - p) / (p N)).
+    torch.manual_seed(4)
+    base = torch.rand(3, 1, 40) + 0.05
+    draws = 4000
+    pdd = PriorityDiversifiedDropout(3, beta=0.6)
+    assert pdd.rescale
+    out = pdd(base.expand(3, draws, 40).contiguous())
+    p = pdd.keep_probabilities(base)[:, 0].double()
+    x = base[:, 0].double()
+    usable = p > 0  # a unit with keep rate 0 is always dropped: no rescaling brings it back
+    assert usable.float().mean() > 0.5
+    mean = out.double().mean(dim=1)
+    bound = 5 * x * torch.sqrt((1 - p) / (p.clamp_min(1e-12) * draws)) + 1e-6
+    assert ((mean - x).abs() <= bound)[usable].all(), ((mean - x).abs() / bound)[usable].max()
+    assert (mean[~usable] == 0).all()
 
 
 def test_eval_mode_is_the_identity():
@@ -329,75 +348,13 @@ def test_finite_check_can_be_switched_off():
 # --- member handles -----------------------------------------------------------------------
 
 
-class Member(torch.nn.Module):
-    def __init__(self, handle: torch.nn.Module, width: int = 16) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU())
-        self.fc = torch.nn.Sequential(handle, torch.nn.Linear(width, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
-
-
-def test_handles_apply_the_same_mask_as_stacked_features():
-    torch.manual_seed(6)
-    pdd = PriorityDiversifiedDropout(3)
-    members = [Member(handle) for handle in pdd.member_handles()]
-    x = torch.randn(5, 4)
-    with pdd.statistics_pass():
-        [member(x) for member in members]
-    torch.manual_seed(7)
-    outputs = torch.stack([member(x) for member in members])
-
-    stacked = PriorityDiversifiedDropout(3)
-    torch.manual_seed(7)
-    dropped = stacked(torch.stack([member.body(x) for member in members]))
-    expected = torch.stack([member.fc[1](dropped[k]) for k, member in enumerate(members)])
-    torch.testing.assert_close(outputs, expected)
-    torch.testing.assert_close(pdd.priority_counts, stacked.priority_counts)
-
-
-def test_handles_need_a_fresh_statistics_pass_each_step():
-    pdd = PriorityDiversifiedDropout(2, num_intervals=3)
-    members = [Member(handle) for handle in pdd.member_handles()]
-    x = torch.randn(5, 4)
-    with pytest.raises(RuntimeError, match="statistics_pass"):
-        members[0](x)
-    with pdd.statistics_pass():
-        [member(x) for member in members]
-    members[0](x)
-    with pytest.raises(RuntimeError, match="member 0"):
-        members[0](x)
-    with pytest.raises(RuntimeError, match=r"members \[1\]"):
-        with pdd.statistics_pass():
-            members[0](x)
-
-
-def test_handles_check_the_batch_shape_and_are_identity_in_eval_mode():
-    pdd = PriorityDiversifiedDropout(2, num_intervals=3)
-    members = [Member(handle) for handle in pdd.member_handles()]
-    with pdd.statistics_pass():
-        [member(torch.randn(5, 4)) for member in members]
-    with pytest.raises(ValueError, match=r"member 0.*\(5, 16\)"):
-        members[0](torch.randn(6, 4))
-    member = members[1].eval()
-    x = torch.randn(2, 4)
-    torch.testing.assert_close(member(x), member.fc[1](member.body(x)))
-
-
-def test_handles_do_not_save_pdd_into_each_member():
-    pdd = PriorityDiversifiedDropout(2, num_intervals=3)
-    member = Member(pdd.member_handles()[0])
-    assert not any("priority_counts" in key for key in member.state_dict())
-
-
 # --- torch.compile and devices ------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_compiles_with_fullgraph_in_training_mode():
     torch.manual_seed(8)
-    pdd = PriorityDiversifiedDropout(3, beta=0.5)
+    pdd = PriorityDiversifiedDropout(3, beta=0.5, rescale=False)
     compiled = torch.compile(pdd, fullgraph=True)
     features = torch.relu(torch.randn(3, 16, 64)) + 0.01
     out = compiled(features)

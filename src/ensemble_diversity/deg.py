@@ -57,6 +57,7 @@ from ensemble_diversity._checks import (
     stack_members,
 )
 from ensemble_diversity._pairwise import pairwise_cosines
+from ensemble_diversity.ensemble import Ensemble
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(logits [B, ...], y) -> scalar``, one member's loss on the batch."""
@@ -189,7 +190,7 @@ def member_input_gradients(
 
 
 def deg_penalty(
-    models: Sequence[nn.Module],
+    models: Sequence[nn.Module] | Ensemble,
     x: Tensor,
     y: Tensor,
     *,
@@ -213,9 +214,13 @@ def deg_penalty(
     >>> bool(-1.0 <= out.penalty <= 1.0)  # K=2: one pair
     True
 
+    With an :class:`~ensemble_diversity.Ensemble` holding PDD, the same call is PDD+DEG, the
+    paper's full method: each member runs once, through PDD in training mode, and
+    ``out.losses`` are the dropped members' losses (Algorithm 2 on the outputs of Algorithm 1).
+
     Args:
         models: K >= 2 modules (architectures may differ), each mapping ``x`` to logits
-            ``[B, L]`` of the same shape.
+            ``[B, L]`` of the same shape, or an :class:`~ensemble_diversity.Ensemble` of them.
         x: ``[B, ...]`` (batch, input dimensions), floating. It is never modified and its
             ``requires_grad`` flag is left as it was: if it does not require grad, a detached
             copy that does is differentiated instead; if it does (e.g. it is itself the output
@@ -259,7 +264,7 @@ def _validated_gradients(grads: MemberTensors, name: str) -> Tensor:
 
 
 def _gradient_penalty(
-    models: Sequence[nn.Module],
+    models: Sequence[nn.Module] | Ensemble,
     x: Tensor,
     y: Tensor,
     loss_fn: LossFn,
@@ -268,16 +273,27 @@ def _gradient_penalty(
 ) -> GradientPenalty:
     """Forward each member once, take its input gradient, and reduce the ``[K, B, ...]``
     gradients to a scalar with ``reduce_pairs`` (eq. 3 for DEG, log-sum-exp for GAL)."""
-    members = _member_list(models)
+    members = models if isinstance(models, Ensemble) else _member_list(models)
+    if isinstance(models, Ensemble) and models.num_members < 2:
+        raise ValueError(
+            f"Expected argument `models` to hold at least 2 members (a gradient penalty compares pairs), "
+            f"but the Ensemble has {models.num_members}"
+        )
     _check_input(x)
     default_ce = loss_fn is F.cross_entropy
     if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
         check_labels(y, "y", x.shape[0])
 
-    # One input per member (views of x, no copy): one backward pass gives all K gradients,
-    # and, as separate tensors, each member's use of its input is checked.
-    inputs = list(member_inputs(x, len(members)).unbind(0))
-    logits = [model(member_input) for model, member_input in zip(members, inputs)]
+    # One input per member (views of x, no copy): one backward pass gives all K gradients.
+    num_members = members.num_members if isinstance(members, Ensemble) else len(members)
+    inputs: Tensor | list[Tensor] = member_inputs(x, num_members)
+    if isinstance(members, Ensemble):
+        # The ensemble runs member k on inputs[k], through PDD in training mode.
+        logits = list(members.member_logits(inputs, per_member=True).unbind(0))
+    else:
+        # As separate tensors, each member's use of its input is checked.
+        inputs = list(inputs.unbind(0))
+        logits = [model(member_input) for model, member_input in zip(members, inputs)]
     _check_logits(logits, x.shape[0])
     if default_ce and y.is_floating_point() and y.shape != logits[0].shape:
         raise ValueError(

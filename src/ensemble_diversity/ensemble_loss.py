@@ -15,14 +15,14 @@ from ensemble_diversity._checks import MemberTensors, check_member_logits
 
 __all__ = ["ensemble_cross_entropy"]
 
-_MEMBER_REDUCTIONS = ("mean", "sum")
+_MEMBER_REDUCTIONS = ("mean", "sum", "none")
 
 
 def ensemble_cross_entropy(
     member_logits: MemberTensors,
     targets: Tensor,
     *,
-    member_reduction: Literal["mean", "sum"] = "mean",
+    member_reduction: Literal["mean", "sum", "none"] = "mean",
     check_finite: bool | None = None,
 ) -> Tensor:
     r"""Ensemble cross-entropy, eq. 1: the members' CE losses, each averaged over the batch.
@@ -36,18 +36,21 @@ def ensemble_cross_entropy(
     default, is what the PDD/DEG authors' public code does: it divides each member's CE by K.
     That makes a regulariser added to it (eq. 4's :math:`\lambda \mathcal{L}_g`, ADP's terms)
     K times stronger relative to the CE than with ``"sum"``; with ``"mean"`` a weight
-    :math:`\lambda` matches :math:`K \lambda` under ``"sum"``.
+    :math:`\lambda` matches :math:`K \lambda` under ``"sum"``. ``"none"`` returns the K
+    per-member losses ``[K]``, for a method that weighs or differentiates them one by one
+    (DEG's input gradients, say).
 
     Args:
         member_logits: ``[K, B, L]`` (members, batch, classes) logits, or a sequence of K
             ``[B, L]``. K >= 1.
         targets: ``[B]`` integer class indices in ``[0, L)``.
-        member_reduction: ``"mean"`` or ``"sum"`` over the member axis.
+        member_reduction: ``"mean"`` or ``"sum"`` over the member axis, or ``"none"``.
         check_finite: whether to reject NaN/inf logits and out-of-range targets (reads values
             back to the host); ``None`` checks on CPU only.
 
     Returns:
-        Scalar tensor (batch averaged, members reduced by ``member_reduction``).
+        Scalar tensor (batch averaged, members reduced by ``member_reduction``); ``[K]`` with
+        ``"none"``.
 
     Example:
         >>> import torch
@@ -57,6 +60,8 @@ def ensemble_cross_entropy(
         1.3863
         >>> round(ensemble_cross_entropy(logits, targets, member_reduction="sum").item(), 4)
         4.1589
+        >>> ensemble_cross_entropy(logits, targets, member_reduction="none").shape
+        torch.Size([3])
     """
     if member_reduction not in _MEMBER_REDUCTIONS:
         raise ValueError(
@@ -72,4 +77,6 @@ def ensemble_cross_entropy(
         reduction="none",
     ).view(num_members, batch)
     per_member = per_sample.mean(dim=1)
+    if member_reduction == "none":
+        return per_member
     return per_member.sum() if member_reduction == "sum" else per_member.mean()

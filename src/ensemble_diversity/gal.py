@@ -33,6 +33,7 @@ from ensemble_diversity.deg import (
     _gradient_penalty,
     _validated_gradients,
 )
+from ensemble_diversity.ensemble import Ensemble
 
 
 def gradient_alignment_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tensor:
@@ -66,7 +67,7 @@ def _alignment(grads: Tensor, eps: float) -> Tensor:
 
 
 def gal_penalty(
-    models: Sequence[nn.Module],
+    models: Sequence[nn.Module] | Ensemble,
     x: Tensor,
     y: Tensor,
     *,
@@ -91,7 +92,8 @@ def gal_penalty(
 
     Args:
         models: K >= 2 modules (architectures may differ), each mapping ``x`` to logits
-            ``[B, L]`` of the same shape.
+            ``[B, L]`` of the same shape, or an :class:`~ensemble_diversity.Ensemble` of them
+            (through its PDD in training mode, as with ``deg_penalty``).
         x: ``[B, ...]``, floating; never modified, and its ``requires_grad`` flag is left as it
             was (see :func:`~ensemble_diversity.deg.deg_penalty`).
         y: targets passed to ``loss_fn`` (class indices ``[B]`` for the default cross-entropy).
