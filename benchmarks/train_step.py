@@ -43,11 +43,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from ed_examples.methods import METHODS, Weights, member_cross_entropies, training_objective  # noqa: E402
+from ed_examples.methods import METHODS, Weights, training_objective  # noqa: E402
 from ed_examples.resnet import ResNetMember  # noqa: E402
 from machine import machine  # noqa: E402
 
-from ensemble_diversity import PriorityDiversifiedDropout, VectorizedMembers  # noqa: E402
+from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, VectorizedMembers, ensemble_cross_entropy  # noqa: E402
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs  # noqa: E402
 
 PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
@@ -84,6 +84,7 @@ def step_function(name: str, setting: Setting, deg_every: int = 4) -> Callable[[
     method = METHODS[method_name]
     members = setting.members()
     pdd = PriorityDiversifiedDropout(setting.num_members).to(setting.images.device) if method.pdd else None
+    ensemble = Ensemble(members, pdd=pdd)
     optimizer = torch.optim.SGD(members.parameters(), lr=0.01, momentum=0.9)
     autocast = (
         (lambda: torch.autocast(setting.images.device.type, dtype=torch.bfloat16)) if name == "deg bf16" else nullcontext
@@ -95,7 +96,7 @@ def step_function(name: str, setting: Setting, deg_every: int = 4) -> Callable[[
         counter[0] += 1
         with autocast():
             objective = training_objective(
-                method, members, pdd, setting.images, setting.labels, WEIGHTS, with_penalty=with_penalty
+                method, ensemble, setting.images, setting.labels, WEIGHTS, with_penalty=with_penalty
             )
         return sgd_update(optimizer, objective.loss, objective.penalty)
 
@@ -119,7 +120,7 @@ def _vectorized_step(setting: Setting, *, deg: bool) -> Callable[[], Tensor]:
     def step() -> Tensor:
         inputs = member_inputs(setting.images, setting.num_members) if deg else setting.images
         logits = heads(features(inputs, per_member=deg), per_member=True)
-        losses = member_cross_entropies(logits, setting.labels, "mean")
+        losses = ensemble_cross_entropy(logits, setting.labels, member_reduction="none")
         loss, penalty = losses.mean(), losses.new_zeros(())
         if deg:
             penalty = dispersed_gradient_loss(member_input_gradients(losses, inputs, per_member=True))
@@ -136,7 +137,7 @@ def _shared_input_deg_step(setting: Setting) -> Callable[[], Tensor]:
     def step() -> Tensor:
         inputs = setting.images.detach().requires_grad_(True)
         logits = torch.stack([member(inputs) for member in members])
-        losses = member_cross_entropies(logits, setting.labels, "mean")
+        losses = ensemble_cross_entropy(logits, setting.labels, member_reduction="none")
         penalty = dispersed_gradient_loss(member_input_gradients(losses, inputs))
         loss = losses.mean() + WEIGHTS.deg_lambda * penalty
         return sgd_update(optimizer, loss, penalty)

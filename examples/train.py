@@ -305,6 +305,10 @@ def _train_and_compare(flags: dict[str, Any], argv: list[str], ranks: Ranks) -> 
         if ranks.distributed:
             digest = check_ranks_agree(method.members, ranks)
             say(f"{name}: all {ranks.world_size} ranks hold the same kept members (sha256 {digest})")
+            if method.pdd is not None:
+                check_ranks_agree(method.pdd, ranks)
+                counts = method.pdd.priority_counts.tolist()
+                say(f"{name}: all {ranks.world_size} ranks hold the same PDD priority counts (member x interval): {counts}")
         if budget is not None:
             budget -= method.epochs_run
         trained[name] = method

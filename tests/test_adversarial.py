@@ -14,25 +14,25 @@ from ed_examples.adversarial import (
     ensemble_cross_entropy_of_average,
 )
 from ed_examples.data import digits_splits
-from ed_examples.members import build_members, member_outputs
-from ed_examples.methods import METHODS, Weights, member_cross_entropies, training_objective
+from ed_examples.members import build_members
+from ed_examples.methods import METHODS, Weights, training_objective
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ensemble_diversity.pdd import PriorityDiversifiedDropout
+from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, ensemble_cross_entropy
 
 WEIGHTS = Weights("mean", 0.01, 2.0, 0.5)
 
 
-def small_setup(seed: int = 0, batch: int = 16):
-    """A fixed, untrained 3-member ensemble and a batch of 8x8 images with exact 0s and 1s."""
+def small_setup(seed: int = 0, batch: int = 16, pdd: PriorityDiversifiedDropout | None = None):
+    """A fixed, untrained 3-member ensemble (with ``pdd``) and a batch of 8x8 images with exact 0s and 1s."""
     torch.manual_seed(seed)
-    members = build_members(3, 8, 10)
+    ensemble = Ensemble(build_members(3, 8, 10), pdd=pdd)
     images = torch.rand(batch, 1, 8, 8)
     images[:, :, :2] = 0.0
     images[:, :, -2:] = 1.0
     labels = torch.randint(0, 10, (batch,))
-    return members, images, labels
+    return ensemble, images, labels
 
 
 def test_cross_entropy_of_the_average_matches_the_formula():
@@ -55,11 +55,11 @@ def test_cross_entropy_of_the_average_matches_the_formula():
     craft_mode=st.sampled_from(["train", "eval"]),
 )
 def test_examples_stay_within_eps_and_in_the_unit_box(attack, low, spread, random_start, craft_mode):
-    members, images, labels = small_setup()
+    ensemble, images, labels = small_setup()
     adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(
         eps=(low, low + spread), steps=3, random_start=random_start, craft_mode=craft_mode
     )
-    crafted = craft_adversarial(attack, members, None, images, labels, adversarial)
+    crafted = craft_adversarial(attack, ensemble, images, labels, adversarial)
     assert crafted.shape == images.shape and not crafted.requires_grad
     assert (crafted - images).abs().max() <= low + spread + 1e-6
     assert crafted.min() >= 0.0 and crafted.max() <= 1.0
@@ -70,78 +70,76 @@ def fitted():
     """A small ensemble fitted for 60 SGD steps on digits (eval mode), and 64 test images."""
     splits = digits_splits(0, torch.device("cpu"))
     torch.manual_seed(0)
-    members = build_members(3, 16, 10)
-    optimizer = torch.optim.SGD(members.parameters(), lr=0.1, momentum=0.9)
+    ensemble = Ensemble(build_members(3, 16, 10))
+    optimizer = torch.optim.SGD(ensemble.parameters(), lr=0.1, momentum=0.9)
     images, labels = splits.train
     for step in range(60):
         batch = torch.arange(step * 32, step * 32 + 32) % len(labels)
-        loss = member_cross_entropies(member_outputs(members, images[batch]).logits, labels[batch], "mean").sum()
+        loss = ensemble_cross_entropy(ensemble.member_logits(images[batch]), labels[batch], member_reduction="sum")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return members.eval(), splits.test.images[:64], splits.test.labels[:64]
+    return ensemble.eval(), splits.test.images[:64], splits.test.labels[:64]
 
 
 @pytest.mark.parametrize("attack", ["fgsm", "pgd"])
 @pytest.mark.parametrize("labels_used", ["true", "predicted"])
 def test_attacks_raise_the_ensemble_loss_more_than_random_noise(fitted, attack, labels_used):
-    members, images, labels = fitted
+    ensemble, images, labels = fitted
     eps = 0.05
     adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(eps=(eps, eps), labels=labels_used, craft_mode="eval")
-    crafted = craft_adversarial(attack, members, None, images, labels, adversarial)
+    crafted = craft_adversarial(attack, ensemble, images, labels, adversarial)
     noisy = (images + eps * torch.randn_like(images).sign()).clamp(0.0, 1.0)
     with torch.no_grad():
-        clean_logits = member_outputs(members, images).logits
-        targets = labels if labels_used == "true" else clean_logits.softmax(-1).mean(0).argmax(-1)
+        targets = labels if labels_used == "true" else ensemble(images).argmax(-1)
         clean, attacked, noise = (
-            ensemble_cross_entropy_of_average(member_outputs(members, x).logits, targets) for x in (images, crafted, noisy)
+            ensemble_cross_entropy_of_average(ensemble.member_logits(x), targets) for x in (images, crafted, noisy)
         )
     # a do-nothing attack (crafted == images) gives attacked == clean
     assert attacked > 1.2 * clean and attacked > noise, (clean.item(), attacked.item(), noise.item())
 
 
 def test_crafting_touches_no_parameter_gradient_buffer_or_mode():
-    members, images, labels = small_setup()
-    pdd = PriorityDiversifiedDropout(3, 10)
-    members.train()
-    pdd.train()
-    buffers = [buffer.clone() for buffer in [*members.buffers(), *pdd.buffers()]]
-    crafted = craft_adversarial("pgd", members, pdd, images, labels, DEFAULT_ADVERSARIAL_TRAINING._replace(steps=2))
+    ensemble, images, labels = small_setup(pdd=PriorityDiversifiedDropout(3, 10))
+    ensemble.train()
+    buffers = [buffer.clone() for buffer in ensemble.buffers()]
+    assert any(name == "pdd.priority_counts" for name, _ in ensemble.named_buffers())
+    crafted = craft_adversarial("pgd", ensemble, images, labels, DEFAULT_ADVERSARIAL_TRAINING._replace(steps=2))
     assert not torch.equal(crafted, images)
-    assert all(parameter.grad is None for parameter in members.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(buffers, [*members.buffers(), *pdd.buffers()]))
-    assert members.training and pdd.training
-    members.eval()
-    craft_adversarial("fgsm", members, pdd, images, labels, DEFAULT_ADVERSARIAL_TRAINING)
-    assert not members.training and all(not module.training for module in members.modules())
+    assert all(parameter.grad is None for parameter in ensemble.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(buffers, ensemble.buffers(), strict=True))
+    assert all(module.training for module in ensemble.modules())
+    ensemble.eval()
+    craft_adversarial("fgsm", ensemble, images, labels, DEFAULT_ADVERSARIAL_TRAINING)
+    assert not any(module.training for module in ensemble.modules())
 
 
 def test_randomness_comes_from_the_global_torch_rng():
-    members, images, labels = small_setup()
+    ensemble, images, labels = small_setup()
     adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(steps=2)
     torch.manual_seed(7)
-    first = craft_adversarial("pgd", members, None, images, labels, adversarial)
+    first = craft_adversarial("pgd", ensemble, images, labels, adversarial)
     torch.manual_seed(7)
-    again = craft_adversarial("pgd", members, None, images, labels, adversarial)
-    other = craft_adversarial("pgd", members, None, images, labels, adversarial)
+    again = craft_adversarial("pgd", ensemble, images, labels, adversarial)
+    other = craft_adversarial("pgd", ensemble, images, labels, adversarial)
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
 def test_adversarial_objective_mixes_clean_and_adversarial_losses():
-    members, images, labels = small_setup()
+    ensemble, images, labels = small_setup()
     method = METHODS["advt-fgsm"]
     adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(eps=(0.1, 0.1), labels="true", craft_mode="eval")
-    members.eval()  # deterministic forward passes, so the parts can be recomputed
+    ensemble.eval()  # deterministic forward passes, so the parts can be recomputed
     torch.manual_seed(1)
-    mixed = training_objective(method, members, None, images, labels, WEIGHTS, adversarial)
-    only_adversarial = training_objective(method, members, None, images, labels, WEIGHTS, adversarial._replace(weight=1.0))
-    clean = training_objective(METHODS["baseline"], members, None, images, labels, WEIGHTS)
+    mixed = training_objective(method, ensemble, images, labels, WEIGHTS, adversarial)
+    only_adversarial = training_objective(method, ensemble, images, labels, WEIGHTS, adversarial._replace(weight=1.0))
+    clean = training_objective(METHODS["baseline"], ensemble, images, labels, WEIGHTS)
     assert math.isclose(mixed.loss.item(), 0.5 * clean.loss.item() + 0.5 * only_adversarial.loss.item(), rel_tol=1e-5)
     assert only_adversarial.loss > clean.loss
     torch.testing.assert_close(mixed.logits, clean.logits)
 
 
 def test_an_attack_without_settings_is_refused():
-    members, images, labels = small_setup()
+    ensemble, images, labels = small_setup()
     with pytest.raises(ValueError, match="adversarial"):
-        training_objective(METHODS["advt-pgd"], members, None, images, labels, WEIGHTS)
+        training_objective(METHODS["advt-pgd"], ensemble, images, labels, WEIGHTS)

@@ -21,10 +21,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 from ed_examples.evaluation import Evaluation, comparison
 from ed_examples.members import build_members
-from ed_examples.methods import METHODS, Weights, member_cross_entropies, parse_methods, training_objective
+from ed_examples.methods import METHODS, Weights, parse_methods, training_objective
 from ed_examples.run_dir import save_json
 
-from ensemble_diversity.ensemble import Ensemble
+from ensemble_diversity import Ensemble, PriorityDiversifiedDropout
 
 _spec = importlib.util.spec_from_file_location("examples_train", EXAMPLES / "train.py")
 train = importlib.util.module_from_spec(_spec)
@@ -60,6 +60,7 @@ def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["flags"]["methods"] == ",".join(methods)
     assert config["flags"]["seed"] == 0 and config["flags"]["epochs"] == 1
+    assert config["flags"]["pdd_scaling"] == "inverted" and config["flags"]["ce_reduction"] == "auto"
     assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy", "scikit-learn", "ensemble_diversity"}
 
     records = lines(tmp_path / "metrics.jsonl")
@@ -122,6 +123,8 @@ def test_same_seed_gives_every_method_the_same_initial_members(tmp_path):
         (["--advt-labels", "random"], "--advt-labels"),
         (["--amp", "fp16"], "--amp"),
         (["--deg-every", "0"], "--deg-every"),
+        (["--pdd-scaling", "rescaled"], "--pdd-scaling"),
+        (["--ce-reduction", "max"], "--ce-reduction"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, flags, named):
@@ -193,8 +196,9 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
         assert all(torch.equal(a[key], b[key]) for key in a)
         assert resumed["methods"][name]["test_accuracy"] == whole["methods"][name]["test_accuracy"]
     for name in ("pdd+deg", "advt-pgd+pdd"):
-        pdd_state = [torch.load(d / f"checkpoint-{name}.pt", weights_only=True)["pdd"] for d in (tmp_path / "whole", split_dir)]
-        assert torch.equal(pdd_state[0]["priority_counts"], pdd_state[1]["priority_counts"])
+        counts = [torch.load(d / f"checkpoint-{name}.pt", weights_only=True)["ensemble"]["pdd.priority_counts"] for d in (tmp_path / "whole", split_dir)]
+        assert torch.equal(counts[0], counts[1])
+        assert counts[0].sum() > 0
 
 
 def test_bf16_autocast_trains_and_stays_close_to_float32(tmp_path):
@@ -277,12 +281,12 @@ def test_deg_every_n_skips_the_penalty_between_penalised_steps(tmp_path):
     """--deg-every N: a step without the penalty is the baseline's step; the logged penalty
     averages the penalised steps only."""
     torch.manual_seed(0)
-    members = build_members(3, 8, 10)
+    ensemble = Ensemble(build_members(3, 8, 10))
     images, labels = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
     weights = Weights("mean", 0.01, 2.0, 0.5)
-    skipped = training_objective(METHODS["deg"], members, None, images, labels, weights, with_penalty=False)
-    baseline = training_objective(METHODS["baseline"], members, None, images, labels, weights)
-    penalised = training_objective(METHODS["deg"], members, None, images, labels, weights)
+    skipped = training_objective(METHODS["deg"], ensemble, images, labels, weights, with_penalty=False)
+    baseline = training_objective(METHODS["baseline"], ensemble, images, labels, weights)
+    penalised = training_objective(METHODS["deg"], ensemble, images, labels, weights)
     torch.testing.assert_close(skipped.loss, baseline.loss)
     assert skipped.penalty == 0 and penalised.penalty != 0
     torch.testing.assert_close(penalised.loss, baseline.loss + 0.01 * penalised.penalty)
@@ -292,12 +296,40 @@ def test_deg_every_n_skips_the_penalty_between_penalised_steps(tmp_path):
     assert every["methods"]["deg"]["test_accuracy"] > 0 and record["penalty"] != 0
 
 
-def test_member_cross_entropies_match_a_loop_over_members():
+def test_ce_reduction_auto_sums_the_members_ce_for_adp_only():
+    """ADP's weights were tuned against summed members' CE (Pang et al.), the others' against the mean."""
     torch.manual_seed(0)
-    logits, labels = torch.randn(3, 5, 10), torch.randint(0, 10, (5,))
-    expected = torch.stack([torch.nn.functional.cross_entropy(member, labels) for member in logits])
-    assert torch.allclose(member_cross_entropies(logits, labels, "mean"), expected)
-    assert torch.allclose(member_cross_entropies(logits, labels, "sum"), 5 * expected)
+    ensemble = Ensemble(build_members(3, 8, 10)).eval()  # deterministic forward passes
+    images, labels = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
+
+    def loss(method: str, reduction: str) -> torch.Tensor:
+        return training_objective(METHODS[method], ensemble, images, labels, Weights(reduction, 0.01, 2.0, 0.5)).loss
+
+    member_losses = torch.stack([torch.nn.functional.cross_entropy(logits, labels) for logits in ensemble.member_logits(images)])
+    torch.testing.assert_close(loss("baseline", "auto"), member_losses.mean())
+    torch.testing.assert_close(loss("baseline", "sum"), member_losses.sum())
+    regulariser = training_objective(METHODS["adp"], ensemble, images, labels, Weights("auto", 0.01, 2.0, 0.5)).penalty
+    torch.testing.assert_close(loss("adp", "auto"), member_losses.sum() + regulariser)
+    torch.testing.assert_close(loss("adp", "mean"), member_losses.mean() + regulariser)
+
+
+def test_pdd_scaling_sets_the_rescaling_of_the_trained_pdd(tmp_path):
+    """--pdd-scaling inverted (default) trains with rescale=True, authors with rescale=False; the
+    checkpoint's PDD state refuses to load into a PDD of the other scaling."""
+    for scaling, rescale in (("inverted", True), ("authors", False)):
+        run(tmp_path / scaling, "--epochs", "1", "--max-batches", "1", "--methods", "pdd", *(["--pdd-scaling", scaling] if scaling == "authors" else []))
+        ensemble = torch.load(tmp_path / scaling / "checkpoint-pdd.pt", weights_only=True)["ensemble"]
+        pdd_state = {key.removeprefix("pdd."): value for key, value in ensemble.items() if key.startswith("pdd.")}
+        PriorityDiversifiedDropout(3, rescale=rescale).load_state_dict(pdd_state)
+        with pytest.raises(ValueError, match="rescale"):
+            PriorityDiversifiedDropout(3, rescale=not rescale).load_state_dict(pdd_state)
+
+
+def test_training_objective_refuses_an_ensemble_that_does_not_fit_the_method():
+    ensemble = Ensemble(build_members(3, 8, 10))
+    images, labels = torch.rand(2, 1, 8, 8), torch.randint(0, 10, (2,))
+    with pytest.raises(ValueError, match="with PDD"):
+        training_objective(METHODS["pdd"], ensemble, images, labels, Weights("auto", 0.01, 2.0, 0.5))
 
 
 def test_comparison_scores_every_method_on_the_images_all_classify_correctly():

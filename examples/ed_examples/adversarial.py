@@ -39,11 +39,9 @@ from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ensemble_diversity.pdd import PriorityDiversifiedDropout
-
-from .members import member_outputs
+from ensemble_diversity import Ensemble
 
 Attack = Literal["fgsm", "pgd"]
 
@@ -83,32 +81,29 @@ def ensemble_cross_entropy_of_average(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def craft_adversarial(
-    attack: Attack,
-    members: nn.ModuleList,
-    pdd: PriorityDiversifiedDropout | None,
-    images: Tensor,
-    labels: Tensor,
-    settings: AdversarialTraining,
+    attack: Attack, ensemble: Ensemble, images: Tensor, labels: Tensor, settings: AdversarialTraining
 ) -> Tensor:
-    """Adversarial examples ``[B, ...]`` of ``images`` in [0, 1], within the batch's eps in L_inf; detached."""
+    """Adversarial examples ``[B, ...]`` of ``images`` in [0, 1], within the batch's eps in L_inf; detached.
+
+    ``ensemble``: the members, with the method's PDD (``Ensemble(members, pdd=pdd)``) or none.
+    """
     low, high = settings.eps
     eps = low + (high - low) * torch.rand((), device=images.device)
-    with _crafting_mode(members, pdd, settings.craft_mode), torch.enable_grad():
+    with _crafting_mode(ensemble, settings.craft_mode), torch.enable_grad():
         if settings.labels == "predicted":
             with torch.no_grad():
-                labels = member_outputs(members, images, pdd).logits.softmax(-1).mean(0).argmax(-1)
+                labels = ensemble.member_logits(images).softmax(-1).mean(0).argmax(-1)
         if attack == "fgsm":
-            return _ascend(members, pdd, images, images, labels, eps, step=eps, steps=1)
+            return _ascend(ensemble, images, images, labels, eps, step=eps, steps=1)
         start = images
         if settings.random_start:
             start = (images + eps * (2 * torch.rand_like(images) - 1)).clamp(0.0, 1.0)
         step = eps / 10 if settings.step_size is None else settings.step_size
-        return _ascend(members, pdd, images, start, labels, eps, step=step, steps=settings.steps)
+        return _ascend(ensemble, images, start, labels, eps, step=step, steps=settings.steps)
 
 
 def _ascend(
-    members: nn.ModuleList,
-    pdd: PriorityDiversifiedDropout | None,
+    ensemble: Ensemble,
     images: Tensor,
     start: Tensor,
     labels: Tensor,
@@ -121,7 +116,7 @@ def _ascend(
     adversarial = start.detach()
     for _ in range(steps):
         adversarial.requires_grad_(True)
-        loss = ensemble_cross_entropy_of_average(member_outputs(members, adversarial, pdd).logits, labels)
+        loss = ensemble_cross_entropy_of_average(ensemble.member_logits(adversarial), labels)
         # Differentiating with respect to the input alone leaves the parameters' .grad untouched.
         (grad,) = torch.autograd.grad(loss, adversarial)
         adversarial = adversarial.detach() + step * grad.sign()
@@ -130,20 +125,16 @@ def _ascend(
 
 
 @contextlib.contextmanager
-def _crafting_mode(
-    members: nn.ModuleList, pdd: PriorityDiversifiedDropout | None, mode: Literal["train", "eval"]
-) -> Iterator[None]:
-    """Members and PDD in ``mode`` while crafting; afterwards their modes and buffers are as before."""
-    modules = [members] if pdd is None else [members, pdd]
-    training = [module.training for module in modules]
-    buffers = [buffer.clone() for module in modules for buffer in module.buffers()]
-    for module in modules:
-        module.train(mode == "train")
+def _crafting_mode(ensemble: Ensemble, mode: Literal["train", "eval"]) -> Iterator[None]:
+    """Members and PDD in ``mode`` while crafting; afterwards every module's mode and every buffer are as before."""
+    training = {module: module.training for module in ensemble.modules()}
+    buffers = [buffer.clone() for buffer in ensemble.buffers()]
+    ensemble.train(mode == "train")
     try:
         yield
     finally:
-        for module, was_training in zip(modules, training):
-            module.train(was_training)
+        for module, was_training in training.items():
+            module.training = was_training
         with torch.no_grad():
-            for buffer, saved in zip((b for module in modules for b in module.buffers()), buffers):
+            for buffer, saved in zip(ensemble.buffers(), buffers):
                 buffer.copy_(saved)

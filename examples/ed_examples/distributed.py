@@ -1,13 +1,15 @@
 """Training under ``torchrun``: DistributedDataParallel over the K members, one shard of each batch per rank.
 
-Every rank holds all K members (wrapped together, with PDD between features and heads, as
-one :class:`~ed_examples.members.MemberStack`), draws the same global batch order and the
-same augmentation, and trains on its rows of each global batch; DDP averages the gradients, so
-the members stay identical on every rank. With ``--pdd-statistics sample`` (the default) PDD's
-statistics depend on each sample alone and agree across ranks without communication; with
-``batch`` the library all-reduces them (``sync_statistics=True``). Only rank 0 writes the run
-directory. Without ``torchrun`` (no ``WORLD_SIZE`` > 1 in the environment) nothing here
-communicates and a single process trains exactly as before.
+Every rank holds all K members (the library's ``Ensemble(members, pdd=pdd)``, whose
+``member_outputs`` runs PDD between features and heads; DDP wraps it as an
+:class:`EnsembleForward`), draws the same global batch order and the same augmentation, and
+trains on its rows of each global batch; DDP averages the gradients, so the members stay
+identical on every rank. With ``--pdd-statistics sample`` (the default) PDD's statistics
+depend on each sample alone and agree across ranks without communication; with ``batch`` the
+library all-reduces them (``sync_statistics=True``). The library also sums PDD's priority
+counts over the ranks at every training step, so every rank holds the same counts. Only rank
+0 writes the run directory. Without ``torchrun`` (no ``WORLD_SIZE`` > 1 in the environment)
+nothing here communicates and a single process trains exactly as before.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from ensemble_diversity import Ensemble, MemberOutputs
 
 
 class Ranks(NamedTuple):
@@ -40,6 +44,22 @@ class Ranks(NamedTuple):
 
 SINGLE = Ranks(0, 1, 0)
 """A process trained without ``torchrun``."""
+
+
+class EnsembleForward(nn.Module):
+    """``forward(x, per_member=...)`` is ``ensemble.member_outputs(x, per_member=...)``: the module DDP wraps.
+
+    DDP syncs gradients only for a forward through the wrapped module itself, and an
+    ``Ensemble``'s own forward averages probabilities; the training step needs the members'
+    outputs (``[K, B, L]`` logits).
+    """
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, x: Tensor, *, per_member: bool = False) -> MemberOutputs:
+        return self.ensemble.member_outputs(x, per_member=per_member)
 
 
 def init_distributed(device_type: str) -> Ranks:
@@ -103,9 +123,12 @@ def broadcast_object(value: Any, ranks: Ranks) -> Any:
 def state_digest(module: nn.Module) -> str:
     """SHA-256 of every parameter and buffer of ``module``, in ``state_dict`` order: equal digests, equal models."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, value in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        if isinstance(value, Tensor):
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        else:  # a module's extra state, e.g. PDD's settings
+            digest.update(repr(value).encode())
     return digest.hexdigest()
 
 
@@ -113,5 +136,7 @@ def check_ranks_agree(module: nn.Module, ranks: Ranks) -> str:
     """The digest of ``module``, after checking that every rank holds the same one (RuntimeError if not)."""
     digests = gather_objects(state_digest(module), ranks)
     if len(set(digests)) != 1:
-        raise RuntimeError(f"Expected every rank to hold the same members after training, but their digests differ: {digests}")
+        raise RuntimeError(
+            f"Expected every rank to hold the same {type(module).__name__} state after training, but their digests differ: {digests}"
+        )
     return digests[0]

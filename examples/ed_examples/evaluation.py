@@ -17,16 +17,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ensemble_diversity.deg import member_input_gradients, member_inputs
-from ensemble_diversity.metrics import (
+from ensemble_diversity import (
+    Ensemble,
     ambiguity_entropy,
     discrimination_score,
+    ensemble_cross_entropy,
     gradient_angles,
+    member_input_gradients,
+    member_inputs,
 )
 
 from .data import Split, split_batches
-from .members import member_outputs
-from .methods import ensemble_correct, member_cross_entropies
+from .methods import ensemble_correct
 
 
 class Evaluation(NamedTuple):
@@ -48,9 +50,9 @@ def evaluate(members: nn.ModuleList, split: Split, batch_size: int | None = None
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"Expected argument `batch_size` to be None or >= 1, but got {batch_size}")
-    members.eval()
+    ensemble = Ensemble(members).eval()
     chunks = [
-        _evaluate_chunk(members, images, labels)
+        _evaluate_chunk(ensemble, images, labels)
         for images, labels in split_batches(split, batch_size or max(len(split.labels), 1))
     ]
     logits = torch.cat([chunk[0] for chunk in chunks], dim=1)
@@ -64,15 +66,15 @@ def evaluate(members: nn.ModuleList, split: Split, batch_size: int | None = None
     )
 
 
-def _evaluate_chunk(members: nn.ModuleList, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _evaluate_chunk(ensemble: Ensemble, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Logits ``[K, B, L]`` (detached), and eq. 6 and the gradient angle ``[B]`` (on the CPU) of one chunk."""
     # One forward serves every measure; one input per member so one backward pass gives
     # every member's input gradient.
-    images = member_inputs(images, len(members))
-    outputs = member_outputs(members, images, per_member=True)
-    # Summed over images, each image's gradient is that of its own loss, not scaled down by N
-    # towards the norm below which a gradient counts as zero.
-    member_losses = member_cross_entropies(outputs.logits, labels, "sum")
+    images = member_inputs(images, ensemble.num_members)
+    outputs = ensemble.member_outputs(images, per_member=True)
+    # Times the batch size (a sum over images), each image's gradient is that of its own loss,
+    # not scaled down by N towards the norm below which a gradient counts as zero.
+    member_losses = ensemble_cross_entropy(outputs.logits, labels, member_reduction="none") * len(labels)
     grads = member_input_gradients(member_losses, images, create_graph=False, per_member=True)
     return (
         outputs.logits.detach(),

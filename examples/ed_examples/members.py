@@ -1,4 +1,4 @@
-"""The ensemble members of ``--arch``, each split into ``features`` and ``head``, and their joint forward.
+"""The ensemble members of ``--arch``: each a ``features`` body and a linear ``head``.
 
 - ``cnn`` (default for digits): the narrow CNN below;
 - ``resnet18``, ``resnet34`` (default ``resnet18`` for the image data sets): :mod:`ed_examples.resnet`;
@@ -8,19 +8,15 @@ The paper's members are ResNet-18s whose 512 pooled, post-ReLU features feed the
 layer, and PDD acts on those features. These members keep that structure at a size that
 trains in seconds on a CPU: three 3x3 convolutions (32, 64, ``width`` channels, BatchNorm and
 ReLU after each), global average pooling to ``[B, width]``, and a linear head to the classes.
-Keeping ``features`` and ``head`` apart lets the training step stack all K members' features
-to ``[K, B, C]`` and apply PDD between the two.
+The head is each member's last ``nn.Linear`` and its last operation, so the library's
+``Ensemble(members, pdd=pdd)`` splits every member there and applies PDD to the stacked
+``[K, B, C]`` features between the bodies and the heads; ``features`` and ``head`` stay
+separate attributes for Grad-CAM (``gradcam.py``) and the benchmarks.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import torch
 from torch import Tensor, nn
-
-from ensemble_diversity.pdd import PriorityDiversifiedDropout
-
 
 ARCHITECTURES = ("cnn", "resnet18", "resnet34", "vgg16")
 """The member architectures of ``--arch``."""
@@ -87,45 +83,3 @@ def build_members(num_members: int, width: int, num_classes: int, *, arch: str =
 def feature_size(arch: str, width: int) -> int:
     """Units of each member's ``features`` output, where PDD acts: ``width`` for the CNN, ``8 * width`` otherwise."""
     return width if arch == "cnn" else 8 * width
-
-
-class MemberOutputs(NamedTuple):
-    features: Tensor
-    """``[K, B, C]``: each member's penultimate features, after PDD when PDD was given."""
-    logits: Tensor
-    """``[K, B, L]``: each member's logits."""
-
-
-def member_outputs(
-    members: nn.ModuleList, x: Tensor, pdd: PriorityDiversifiedDropout | None = None, *, per_member: bool = False
-) -> MemberOutputs:
-    """Run every member on ``x`` ``[B, ...]``; with ``pdd``, drop units of the stacked features before the heads.
-
-    With ``per_member``, ``x`` is ``[K, B, ...]`` and member k runs on ``x[k]`` (inputs from
-    ``ensemble_diversity.member_inputs``, for one-pass input gradients). PDD needs all K
-    members' features at once (eq. 2 compares them), hence the stack between the two halves of
-    the members. In eval mode PDD is the identity.
-    """
-    inputs = x if per_member else [x] * len(members)
-    features = torch.stack([member.features(member_input) for member, member_input in zip(members, inputs)])
-    if pdd is not None:
-        features = pdd(features)
-    logits = torch.stack([member.head(member_features) for member, member_features in zip(members, features)])
-    return MemberOutputs(features, logits)
-
-
-class MemberStack(nn.Module):
-    """The K members with PDD between their features and heads, as one module: the forward ``torchrun`` wraps in DDP.
-
-    ``forward(x)`` is :func:`member_outputs`. PDD is held but not registered as a submodule:
-    DDP would otherwise overwrite every rank's priority counts with rank 0's at each forward
-    (the training loop sums the ranks' counts once per epoch instead).
-    """
-
-    def __init__(self, members: nn.ModuleList, pdd: PriorityDiversifiedDropout | None) -> None:
-        super().__init__()
-        self.members = members
-        object.__setattr__(self, "pdd", pdd)
-
-    def forward(self, x: Tensor, *, per_member: bool = False) -> MemberOutputs:
-        return member_outputs(self.members, x, self.pdd, per_member=per_member)

@@ -22,16 +22,19 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ensemble_diversity.adp import adp_regularizer
-from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs
-from ensemble_diversity.gal import gradient_alignment_loss
-from ensemble_diversity.pdd import PriorityDiversifiedDropout
+from ensemble_diversity import (
+    Ensemble,
+    adp_regularizer,
+    dispersed_gradient_loss,
+    ensemble_cross_entropy,
+    gradient_alignment_loss,
+    member_input_gradients,
+    member_inputs,
+)
 
 from .adversarial import AdversarialTraining, Attack, craft_adversarial
-from .members import member_outputs
 
 
 class Method(NamedTuple):
@@ -97,8 +100,7 @@ def parse_methods(text: str) -> list[str]:
 
 def training_objective(
     method: Method,
-    members: nn.ModuleList,
-    pdd: PriorityDiversifiedDropout | None,
+    ensemble: Ensemble,
     images: Tensor,
     labels: Tensor,
     weights: Weights,
@@ -107,27 +109,34 @@ def training_objective(
     with_penalty: bool = True,
     model: nn.Module | None = None,
 ) -> Objective:
-    """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; members in training mode.
+    """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; ``ensemble`` in training mode.
 
+    ``ensemble`` holds the K members and, for the PDD methods (and only for them), the PDD
+    between their features and heads: ``Ensemble(members, pdd=pdd)``.
     With an attack (``advt-*``), ``adversarial`` says how to craft the batch's adversarial
     examples and the loss is ``(1 - w) * objective(clean) + w * objective(adversarial)``.
     ``with_penalty=False`` leaves out the input-gradient penalty (DEG, GAL) on this batch, the
     cheaper setting ``--deg-every N`` that pays for double backprop on every N-th step only.
-    ``model``: the forward to run, ``MemberStack(members, pdd)`` wrapped in DistributedDataParallel
-    under ``torchrun`` (DDP syncs gradients only for a forward through it); by default
-    ``member_outputs(members, images, pdd)``.
+    ``model``: the forward to run, ``EnsembleForward(ensemble)`` wrapped in
+    DistributedDataParallel under ``torchrun`` (DDP syncs gradients only for a forward through
+    it); by default ``ensemble.member_outputs``.
     """
+    if method.pdd != (ensemble.pdd is not None):
+        raise ValueError(
+            f"Expected an ensemble {'with' if method.pdd else 'without'} PDD for this method (pdd={method.pdd}), "
+            f"but got pdd={ensemble.pdd!r}"
+        )
     if method.attack is not None:
         if adversarial is None:
             raise ValueError(f"Expected `adversarial` settings for a method with attack {method.attack!r}, but got None")
         plain = method._replace(attack=None)
-        crafted = craft_adversarial(method.attack, members, pdd, images, labels, adversarial)
-        attacked = training_objective(plain, members, pdd, crafted, labels, weights, with_penalty=with_penalty, model=model)
+        crafted = craft_adversarial(method.attack, ensemble, images, labels, adversarial)
+        attacked = training_objective(plain, ensemble, crafted, labels, weights, with_penalty=with_penalty, model=model)
         if adversarial.weight == 1.0:
             # Adversarial examples only (Madry et al. 2018): no clean pass, so BatchNorm's
             # running statistics see only what the loss trains on.
             return attacked
-        clean = training_objective(plain, members, pdd, images, labels, weights, with_penalty=with_penalty, model=model)
+        clean = training_objective(plain, ensemble, images, labels, weights, with_penalty=with_penalty, model=model)
         mix = adversarial.weight
         return Objective(
             (1 - mix) * clean.loss + mix * attacked.loss, (1 - mix) * clean.penalty + mix * attacked.penalty, clean.logits
@@ -135,13 +144,11 @@ def training_objective(
     gradient_penalty = (method.deg or method.gal) and with_penalty
     # DEG differentiates each member's loss with respect to its input: one input per member
     # (views of the batch) lets one backward pass give all K gradients.
-    inputs = member_inputs(images, len(members)) if gradient_penalty else images
-    if model is None:
-        logits = member_outputs(members, inputs, pdd, per_member=gradient_penalty).logits
-    else:
-        logits = model(inputs, per_member=gradient_penalty).logits
+    inputs = member_inputs(images, ensemble.num_members) if gradient_penalty else images
+    forward = ensemble.member_outputs if model is None else model
+    logits = forward(inputs, per_member=gradient_penalty).logits
     # Each member's CE once: eq. 1 reduces them over members, and DEG differentiates each.
-    member_losses = member_cross_entropies(logits, labels, "mean")
+    member_losses = ensemble_cross_entropy(logits, labels, member_reduction="none")
     reduction = method.ce_reduction if weights.ce_reduction == "auto" else weights.ce_reduction
     loss = member_losses.mean() if reduction == "mean" else member_losses.sum()
     penalty = loss.new_zeros(())
@@ -158,14 +165,6 @@ def training_objective(
         penalty = adp_regularizer(logits, labels, alpha=weights.adp_alpha, beta=weights.adp_beta).value
         loss = loss + penalty
     return Objective(loss, penalty.detach(), logits.detach())
-
-
-def member_cross_entropies(logits: Tensor, labels: Tensor, batch_reduction: Literal["mean", "sum"]) -> Tensor:
-    """``[K]``: each member's own CE on ``logits [K, B, L]``, reduced over the batch axis."""
-    num_members, batch, num_classes = logits.shape
-    per_sample = F.cross_entropy(logits.reshape(-1, num_classes), labels.repeat(num_members), reduction="none")
-    per_sample = per_sample.view(num_members, batch)
-    return per_sample.mean(dim=1) if batch_reduction == "mean" else per_sample.sum(dim=1)
 
 
 def ensemble_correct(logits: Tensor, labels: Tensor) -> Tensor:

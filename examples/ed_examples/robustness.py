@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .members import member_outputs
+from ensemble_diversity import Ensemble
+
 from .methods import ensemble_correct
 from .run_dir import load_json, save_json, save_text
 
@@ -40,9 +41,9 @@ CSV_COLUMNS = (
 @torch.no_grad()
 def ensemble_correct_on(members: nn.ModuleList, images: Tensor, labels: Tensor, batch_size: int = 256) -> Tensor:
     """``[N]`` bool: the ensemble's (averaged probabilities) prediction on ``images`` ``[N, C, H, W]`` equals ``labels``."""
-    members.eval()
+    ensemble = Ensemble(members).eval()
     parts = [
-        ensemble_correct(member_outputs(members, chunk).logits, chunk_labels)
+        ensemble_correct(ensemble.member_logits(chunk), chunk_labels)
         for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size))
     ]
     return torch.cat(parts).cpu()

@@ -28,19 +28,20 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ensemble_diversity.pdd import PriorityDiversifiedDropout
+from ensemble_diversity import Ensemble, PriorityDiversifiedDropout
 
 from .adversarial import DEFAULT_ADVERSARIAL_TRAINING, AdversarialTraining
 from .data import DATASETS, CropFlip, Split, Splits, batch_images, epoch_generator, split_batches
 from .distributed import (
     SINGLE,
+    EnsembleForward,
     Ranks,
     all_reduce_sum,
     broadcast_buffers,
     gather_objects,
     shard_rows,
 )
-from .members import MemberStack, build_members, member_outputs
+from .members import build_members
 from .methods import METHODS, Method, Weights, ensemble_correct, training_objective
 from .progress import EpochProgress
 from .run_dir import (
@@ -91,6 +92,8 @@ class Recipe:
 class TrainedMethod(NamedTuple):
     members: nn.ModuleList
     """The kept members (best validation accuracy), in eval mode."""
+    pdd: PriorityDiversifiedDropout | None
+    """The method's PDD after its last epoch (``priority_counts`` over the whole run), or None."""
     best_epoch: int
     val_accuracy: float
     train_seconds: float
@@ -100,10 +103,10 @@ class TrainedMethod(NamedTuple):
 
 
 class _State(NamedTuple):
-    members: nn.ModuleList
-    pdd: nn.Module | None
+    ensemble: Ensemble
+    """The K members, with the method's PDD between their features and heads (or none)."""
     model: nn.Module
-    """The training forward: ``MemberStack(members, pdd)``, wrapped in DDP under ``torchrun``."""
+    """The training forward: ``EnsembleForward(ensemble)``, wrapped in DDP under ``torchrun``."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     batch_order: torch.Generator
@@ -140,7 +143,7 @@ def train_method(
             record = _train_epoch(name, recipe, state, splits, epoch + 1, ranks)
             epoch += 1
             if best is None or record["val_accuracy"] > best["val_accuracy"]:
-                best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "members": copy.deepcopy(state.members.state_dict())}
+                best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "members": copy.deepcopy(state.ensemble.members.state_dict())}
             history.append(record)
             checkpoint = _checkpoint(name, epoch, state, best, history, ranks)
             if ranks.is_main:
@@ -155,11 +158,12 @@ def train_method(
 
     if epoch < recipe.epochs:
         return None
-    members = state.members
+    members = state.ensemble.members
     members.load_state_dict(best["members"])
     members.eval()
     return TrainedMethod(
         members,
+        state.ensemble.pdd,
         best["epoch"],
         best["val_accuracy"],
         sum(record["seconds"] for record in history),
@@ -174,11 +178,12 @@ def _fresh_state(recipe: Recipe, method: Method, device: torch.device, ranks: Ra
     spec = DATASETS[recipe.dataset]
     members = build_members(
         recipe.num_members, recipe.width, spec.num_classes, arch=recipe.arch, in_channels=spec.in_channels
-    ).to(device)
+    )
     pdd = None
     if method.pdd:
         # Batch statistics are all-reduced under torch.distributed, so every rank uses the
-        # global batch's; per-sample ones need no syncing (docs/method.md).
+        # global batch's; per-sample ones need no syncing (docs/method.md). The priority
+        # counts are summed over ranks by the library at every step.
         pdd = PriorityDiversifiedDropout(
             recipe.num_members,
             recipe.num_intervals,
@@ -187,19 +192,21 @@ def _fresh_state(recipe: Recipe, method: Method, device: torch.device, ranks: Ra
             statistics=recipe.pdd_statistics,
             rescale=recipe.pdd_scaling == "inverted",
             sync_statistics=recipe.pdd_statistics == "batch",
-        ).to(device)
+        )
+    # PDD between the members' features and heads; its priority counts are saved with the ensemble.
+    ensemble = Ensemble(members, pdd=pdd).to(device)
     optimizer = torch.optim.SGD(
-        members.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        ensemble.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs, eta_min=recipe.min_lr)
-    model: nn.Module = MemberStack(members, pdd)
+    model: nn.Module = EnsembleForward(ensemble)
     if ranks.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         # Same members everywhere, but each rank its own dropout masks for its own samples.
         (rank_seed,) = np.random.SeedSequence([recipe.seed, ranks.rank]).generate_state(1, dtype=np.uint64)
         torch.manual_seed(int(rank_seed))
     # The batch order is the global one, the same on every rank, which then takes its shard.
-    return _State(members, pdd, model, optimizer, scheduler, torch.Generator().manual_seed(recipe.seed))
+    return _State(ensemble, model, optimizer, scheduler, torch.Generator().manual_seed(recipe.seed))
 
 
 def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch: int, ranks: Ranks) -> dict[str, Any]:
@@ -207,11 +214,7 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
     start = time.perf_counter()
     method = METHODS[name]
     lr = state.optimizer.param_groups[0]["lr"]
-    state.members.train()
-    priority_counts_before = None
-    if state.pdd is not None:
-        state.pdd.train()
-        priority_counts_before = state.pdd.priority_counts.clone()
+    state.ensemble.train()
     images, labels = splits.train
     order = torch.randperm(len(labels), generator=state.batch_order).to(labels.device)
     batches = order.split(recipe.batch_size)[: recipe.max_batches]
@@ -234,7 +237,7 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
         batch_x = batch_images(images, batch, None if crops is None else crops.select(rows))
         with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=recipe.amp == "bf16"):
             objective = training_objective(
-                method, state.members, state.pdd, batch_x, labels[batch], recipe.weights, recipe.adversarial,
+                method, state.ensemble, batch_x, labels[batch], recipe.weights, recipe.adversarial,
                 with_penalty=with_penalty, model=state.model,
             )
         state.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +251,9 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
         correct += ensemble_correct(objective.logits, labels[batch]).sum()
         seen += size
     state.scheduler.step()
-    _sync_epoch_end(state, ranks, priority_counts_before)
+    # DDP gives every rank rank 0's buffers at each forward, so after the epoch's last step each
+    # rank still holds its own BatchNorm statistics; validation and checkpoints need rank 0's.
+    broadcast_buffers(state.ensemble.members, ranks)
     totals = all_reduce_sum(
         torch.stack([loss_sum, penalty_sum, correct.double(), seen.double(), penalised.double()]).double(), ranks
     ).tolist()
@@ -258,35 +263,24 @@ def _train_epoch(name: str, recipe: Recipe, state: _State, splits: Splits, epoch
         "loss": totals[0] / totals[3],
         "penalty": totals[1] / max(totals[4], 1),
         "train_accuracy": totals[2] / totals[3],
-        "val_accuracy": validation_accuracy(state.members, splits.validation, recipe.eval_batch_size, ranks),
+        "val_accuracy": validation_accuracy(state.ensemble, splits.validation, recipe.eval_batch_size, ranks),
         "lr": lr,
         "seconds": time.perf_counter() - start,
     }
 
 
-def _sync_epoch_end(state: _State, ranks: Ranks, priority_counts_before: torch.Tensor | None) -> None:
-    """Give every rank rank 0's BatchNorm statistics and PDD's priority counts of all ranks' samples."""
-    if not ranks.distributed:
-        return
-    broadcast_buffers(state.members, ranks)
-    if state.pdd is not None:
-        # Each rank counted its own samples; summing this epoch's increments counts the global batch.
-        increment = all_reduce_sum(state.pdd.priority_counts - priority_counts_before, ranks)
-        state.pdd.priority_counts.copy_(priority_counts_before + increment)
-
-
 @torch.no_grad()
-def validation_accuracy(members: nn.ModuleList, split: Split, batch_size: int, ranks: Ranks = SINGLE) -> float:
-    """Accuracy of the ensemble (averaged probabilities) on ``split``, members in eval mode, ``batch_size`` images at a time.
+def validation_accuracy(ensemble: Ensemble, split: Split, batch_size: int, ranks: Ranks = SINGLE) -> float:
+    """Accuracy of the ensemble (averaged probabilities) on ``split``, in eval mode, ``batch_size`` images at a time.
 
     Under ``torchrun`` each rank scores its share of the images and the counts are summed.
     """
-    members.eval()
+    ensemble.eval()
     rows = shard_rows(len(split.labels), ranks)
     shard = Split(split.images[rows], split.labels[rows])
     correct = torch.zeros((), dtype=torch.long, device=split.labels.device)
     for images, labels in split_batches(shard, batch_size):
-        correct += ensemble_correct(member_outputs(members, images).logits, labels).sum()
+        correct += ensemble_correct(ensemble.member_logits(images), labels).sum()
     return all_reduce_sum(correct, ranks).item() / len(split.labels)
 
 
@@ -296,8 +290,7 @@ def _checkpoint(name: str, epoch: int, state: _State, best: dict[str, Any], hist
     return {
         "method": name,
         "epoch": epoch,
-        "members": state.members.state_dict(),
-        "pdd": None if state.pdd is None else state.pdd.state_dict(),
+        "ensemble": state.ensemble.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "rng": {**rng, "ranks": gather_objects(rng, ranks) if ranks.distributed else []},
@@ -317,9 +310,7 @@ def _rng_state(state: _State) -> dict[str, Any]:
 def _restore(
     checkpoint: dict[str, Any], state: _State, device: torch.device, ranks: Ranks
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    state.members.load_state_dict(checkpoint["members"])
-    if state.pdd is not None:
-        state.pdd.load_state_dict(checkpoint["pdd"])
+    state.ensemble.load_state_dict(checkpoint["ensemble"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
     rng = checkpoint["rng"]
