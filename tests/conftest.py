@@ -2,13 +2,12 @@
 
 The library's own tests and the harness's tests share ``tests/``. A test module is a harness
 module when its source names the harness: ``ed_examples``, an import of ``machine``, or the
-``"examples"``/``"benchmarks"`` folder as a path part. Every test in such a module gets the
-``harness`` marker, so ``python -m pytest -m "not harness"`` runs the library's tests only (and
-the doctests in ``src/``); CI runs that on the oldest torch the library declares, in a venv
-without the extras. When ``-m`` deselects ``harness``, harness modules are not even imported,
-since their top-level imports (scikit-learn, torchvision, ART) need the extras. A new test
-file is sorted by its own source, with no list to edit; a library test that needs an extra
-uses ``pytest.importorskip`` so that it skips where the extra is missing.
+``"examples"``/``"benchmarks"`` folder as a path part. ``python -m pytest --library-only``
+does not even import those modules (their top-level imports need the extras: scikit-learn,
+torchvision, ART) and runs the library's tests and the doctests in ``src/``; CI runs that on
+the oldest torch the library declares, in a venv without the extras. A new test file is sorted
+by its own source, with no list to edit; a library test that needs an extra skips where it is
+missing.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _pytest.mark.expression import Expression  # pytest's own -m parser (private, stable since pytest 6)
 
 ROOT = Path(__file__).resolve().parents[1]
 for folder in (ROOT / "examples", ROOT / "benchmarks"):
@@ -36,10 +34,8 @@ def is_harness_module(path: Path) -> bool:
     return path.suffix == ".py" and path.name.startswith("test_") and bool(HARNESS_SOURCE.search(path.read_text()))
 
 
-def harness_deselected(config: pytest.Config) -> bool:
-    """Whether ``-m`` drops a test marked ``harness`` (and nothing else)."""
-    markexpr = config.getoption("markexpr")
-    return bool(markexpr) and not Expression.compile(markexpr).evaluate(lambda name, **kwargs: name == "harness")
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--library-only", action="store_true", help="skip the harness's test modules (examples/, benchmarks/)")
 
 
 def pytest_report_header() -> str:
@@ -47,15 +43,9 @@ def pytest_report_header() -> str:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if harness_deselected(config) and is_harness_module(collection_path):
+    if config.getoption("library_only") and is_harness_module(collection_path):
         return True
     return None
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if is_harness_module(item.path):
-            item.add_marker(pytest.mark.harness)
 
 
 @pytest.fixture(scope="module")
