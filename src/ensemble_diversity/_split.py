@@ -42,7 +42,7 @@ def final_linear_path(model: nn.Module, head: str | None, index: int) -> str:
     ``classifier`` (DenseNet), ``classifier.1``/``classifier.3`` (MobileNet, EfficientNet) and
     ``heads.head`` (ViT). ``""`` means the model itself is the linear layer.
     """
-    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    linears: list[str] = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if head is None:
         if not linears:
             raise ValueError(
@@ -74,7 +74,7 @@ def split_model(model: nn.Module, path: str, index: int) -> tuple[nn.Module, Spl
     linear = model.get_submodule(path)
     if isinstance(linear, SplitHead):  # already split, e.g. by an earlier Ensemble of the same models
         return model, linear
-    if type(linear).forward is not nn.Linear.forward:
+    if not isinstance(linear, nn.Linear) or type(linear).forward is not nn.Linear.forward:
         raise ValueError(
             f"Expected the head {path!r} of model {index} to compute nn.Linear's forward, but "
             f"{type(linear).__name__} overrides it; name a plain nn.Linear with `head=`"

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -286,13 +286,14 @@ def _gradient_penalty(
 
     # One input per member (views of x, no copy): one backward pass gives all K gradients.
     num_members = members.num_members if isinstance(members, Ensemble) else len(members)
-    inputs: Tensor | list[Tensor] = member_inputs(x, num_members)
+    stacked_inputs = member_inputs(x, num_members)
+    inputs: Tensor | list[Tensor] = stacked_inputs
     if isinstance(members, Ensemble):
         # The ensemble runs member k on inputs[k], through PDD in training mode.
-        logits = list(members.member_logits(inputs, per_member=True).unbind(0))
+        logits = list(members.member_logits(stacked_inputs, per_member=True).unbind(0))
     else:
         # As separate tensors, each member's use of its input is checked.
-        inputs = list(inputs.unbind(0))
+        inputs = list(stacked_inputs.unbind(0))
         logits = [model(member_input) for model, member_input in zip(members, inputs)]
     _check_logits(logits, x.shape[0])
     if default_ce and y.is_floating_point() and y.shape != logits[0].shape:
@@ -377,7 +378,7 @@ def _per_member_gradients(
             f"Expected the loss of `models[{unused[0]}]` to depend on `{inputs_name}`, but it does not (its "
             f"gradient is undefined)"
         )
-    return torch.stack(grads)
+    return torch.stack(cast(tuple[Tensor, ...], grads))  # none is None: checked above
 
 
 def _check_differentiable_input(inputs: Tensor, inputs_name: str) -> None:

@@ -173,16 +173,17 @@ class Ensemble(nn.Module):
                 "pass head='<dotted path>' to Ensemble"
             )
         inputs = self._member_inputs(x, per_member)
-        features = torch.stack([self._body(k, member_input) for k, member_input in enumerate(inputs)])
+        paths = self.heads
+        features = torch.stack([self._body(k, paths[k], member_input) for k, member_input in enumerate(inputs)])
         dropped = self.pdd(features) if self.pdd is not None and self.pdd.training else features
         logits = [head(member_features) for head, member_features in zip(self._heads, dropped)]
         return MemberOutputs(features, self._stacked_logits(logits))
 
-    def _body(self, index: int, x: Tensor) -> Tensor:
-        """Member ``index`` run up to its head: ``[B, C]``, the head's input."""
+    def _body(self, index: int, path: str, x: Tensor) -> Tensor:
+        """Member ``index`` run up to its head (at ``path``): ``[B, C]``, the head's input."""
         head = self._heads[index]
         expected = (
-            f"Expected model {index} to end with its head {self.heads[index]!r} (the body's output, that head's "
+            f"Expected model {index} to end with its head {path!r} (the body's output, that head's "
             f"input, is [B, {head.in_features}]), but"
         )
         advice = "the head must be the model's last operation: name the final nn.Linear with `head=`"

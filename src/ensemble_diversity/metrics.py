@@ -20,7 +20,6 @@ from torch import Tensor
 
 from ensemble_diversity._checks import (
     MemberTensors,
-    check_finite as _raise_if_not_finite,
     check_floating,
     check_member_logits,
     check_min_dim,
@@ -29,6 +28,7 @@ from ensemble_diversity._checks import (
     finite_check_wanted,
     stack_members,
 )
+from ensemble_diversity._checks import check_finite as _raise_if_not_finite
 from ensemble_diversity._pairwise import pairwise_cosines
 
 __all__ = ["ambiguity_entropy", "discrimination_score", "gradient_angles"]

@@ -191,6 +191,8 @@ class PriorityDiversifiedDropout(nn.Module):
         True
     """
 
+    priority_counts: Tensor  # a buffer, registered in __init__
+
     def __init__(
         self,
         num_members: int,

@@ -78,7 +78,8 @@ class VectorizedMembers(nn.Module):
         return run(params, buffers, x)
 
     def _member_forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self._template[0], (params, buffers), (x,))
+        output: Tensor = functional_call(self._template[0], (params, buffers), (x,))
+        return output
 
     def unstack(self) -> nn.ModuleList:
         """K ordinary modules holding copies of the current parameters and buffers, in this module's mode."""
