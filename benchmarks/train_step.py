@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/train_step.py --small          # narrow members, 2 CPU cores, minutes
     PYTHONPATH=src python benchmarks/train_step.py --device cuda    # ResNet-18 members, the issue's setting
+    PYTHONPATH=src python benchmarks/train_step.py --torchvision --threads 1   # what a user's loop costs, K=3, batch 32
 
 One step is forward, loss, backward and SGD update of K ResNet-18 members (torchvision's blocks,
 CIFAR stem, ``examples/ed_examples/resnet.py``) on a batch of 64 images 3x32x32 with 100
@@ -19,10 +20,20 @@ timed is what the examples train. Steps timed:
 - ``deg one pass per member``: the input gradients taken with one backward pass per member on
   a shared input, the path this library replaced with ``member_inputs`` (for the record).
 
+``--torchvision`` times instead the steps a user writes (:data:`USER_STEPS`), through the
+public API only: K torchvision ``resnet18(num_classes=100)`` (ImageNet stem: a 32x32 image is
+8x8 after it), K = 3 and a batch of 32 by default, ``baseline`` (the members' CE summed, the
+members run as a list), ``pdd`` (``Ensemble(models, pdd=PriorityDiversifiedDropout(K))``'s
+``member_logits``), ``deg`` (``deg_penalty(models, x, y)``) and ``pdd+deg``
+(``deg_penalty(ensemble, x, y)``), each followed by an SGD step. Their rows also hold the last
+penalty (``last_penalty``) and how many priority tallies PDD made (``priority_tallies``).
+
 Steps are interleaved (every method once per round), warm-up rounds excluded, and the median
-over rounds reported, with peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the
+over rounds reported, with the quartiles over rounds of each round's time ratio to the
+baseline's (``ratio_quartiles``), peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the
 bytes autograd saved for backward, the part of memory a regulariser adds). Prints a table of
-ratios to the baseline and writes JSON with the machine, torch version and settings.
+ratios to the baseline and writes JSON with the machine, torch version and settings;
+``--profile N`` adds each step's N costliest operators under ``torch.profiler``.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -47,7 +59,7 @@ from ed_examples.methods import METHODS, Weights, training_objective  # noqa: E4
 from ed_examples.resnet import ResNetMember  # noqa: E402
 from machine import machine  # noqa: E402
 
-from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, VectorizedMembers, ensemble_cross_entropy  # noqa: E402
+from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, VectorizedMembers, deg_penalty, ensemble_cross_entropy  # noqa: E402
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs  # noqa: E402
 
 PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
@@ -56,6 +68,14 @@ WEIGHTS = Weights(ce_reduction="mean", deg_lambda=0.01, adp_alpha=2.0, adp_beta=
 NUM_CLASSES = 100
 PENALTY_COMPARED = ("deg bf16", "deg vmap", "deg one pass per member")
 """Steps whose first penalty is compared with plain DEG's (``deg every N``'s first step is plain DEG)."""
+USER_STEPS = {
+    "baseline": "sum(F.cross_entropy(model(x), y) for model in models).backward()",
+    "pdd": "ensemble_cross_entropy(ens.member_logits(x), y, member_reduction='sum').backward()",
+    "deg": "out = deg_penalty(models, x, y); (out.losses.mean() + 0.01 * out.penalty).backward()",
+    "pdd+deg": "out = deg_penalty(ens, x, y); (out.losses.mean() + 0.01 * out.penalty).backward()",
+}
+"""``--torchvision``: each step's loss as a user writes it, ``models`` K torchvision ``resnet18``,
+``ens = Ensemble(models, pdd=PriorityDiversifiedDropout(K))``; an SGD step follows each."""
 
 
 class Setting:
@@ -174,118 +194,255 @@ def timed(step: Callable[[], Tensor], device: torch.device, calls: int) -> tuple
 
 
 def measure(
-    names: list[str], setting: Setting, *, rounds: int, warmup: int, device: torch.device, deg_every: int
+    names: list[str], setting: Setting, *, rounds: int, warmup: int, device: torch.device, deg_every: int, profile: int = 0
 ) -> dict[str, Any]:
     steps = {name: step_function(name, setting, deg_every) for name in names}
     # "deg every N" is timed over whole cycles of N steps; the others one step at a time.
     calls = {name: deg_every if name == "deg every N" else 1 for name in names}
+    rows = interleaved_rows(steps, calls, rounds=rounds, warmup=warmup, device=device, profile=profile)
+    if "deg" in names:
+        deg_penalty_value = first_step_penalty("deg", setting)
+        pairs = setting.num_members * (setting.num_members - 1) / 2
+        for name in PENALTY_COMPARED:
+            if name in rows:
+                value = first_step_penalty(name, setting)
+                rows[name]["first_step_penalty"] = value
+                rows[name]["penalty_vs_deg"] = abs(value - deg_penalty_value) / (2 * pairs)
+        rows["deg"]["first_step_penalty"] = deg_penalty_value
+    return rows
+
+
+def interleaved_rows(
+    steps: dict[str, Callable[[], Tensor]],
+    calls: dict[str, int],
+    *,
+    rounds: int,
+    warmup: int,
+    device: torch.device,
+    profile: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Time ``steps`` (``"baseline"`` among them) in interleaved rounds; one row of times and ratios per step.
+
+    ``ratio_quartiles``: quartiles over rounds of the step's time divided by the baseline's in
+    the same round, the spread of the ratio (a round's steps share whatever load the machine had).
+    ``profile``: after the timing, the ``profile`` operators with the most self time in one more
+    step under ``torch.profiler`` (row ``profile``; 0: none).
+    """
     for _ in range(warmup):
-        for name in names:
-            timed(steps[name], device, calls[name])
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+        for name, step in steps.items():
+            timed(step, device, calls[name])
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
     memory: dict[str, int] = {}
     for _ in range(rounds):  # interleaved, so drift (other load, clocks) affects all alike
-        for name in names:
-            elapsed, peak = timed(steps[name], device, calls[name])
+        for name, step in steps.items():
+            elapsed, peak = timed(step, device, calls[name])
             seconds[name].append(elapsed)
             memory[name] = max(memory.get(name, 0), peak)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
-    deg_penalty_value = first_step_penalty("deg", setting) if "deg" in names else None
     rows = {}
-    for name in names:
-        row: dict[str, Any] = {
+    for name, values in seconds.items():
+        ratios = [value / baseline for value, baseline in zip(values, seconds["baseline"])]
+        rows[name] = {
             "seconds_per_step": medians[name],
             "ratio_to_baseline": medians[name] / medians["baseline"],
-            "all_seconds": seconds[name],
+            "ratio_quartiles": statistics.quantiles(ratios, n=4, method="inclusive") if rounds > 1 else ratios * 3,
+            "all_seconds": values,
             "peak_memory_bytes": memory[name],
             "memory_ratio_to_baseline": memory[name] / max(memory["baseline"], 1),
         }
-        if deg_penalty_value is not None and name in PENALTY_COMPARED:
-            value = first_step_penalty(name, setting)
-            row["first_step_penalty"] = value
-            pairs = setting.num_members * (setting.num_members - 1) / 2
-            row["penalty_vs_deg"] = abs(value - deg_penalty_value) / (2 * pairs)
-        rows[name] = row
-    if deg_penalty_value is not None:
-        rows["deg"]["first_step_penalty"] = deg_penalty_value
+        if profile:
+            rows[name]["profile"] = top_operators(steps[name], calls[name], profile, device)
+    return rows
+
+
+def top_operators(step: Callable[[], Tensor], calls: int, count: int, device: torch.device) -> list[dict[str, Any]]:
+    """The ``count`` operators with the most self time (CPU time; on CUDA, kernel time) over ``calls`` steps."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(calls):
+            step()
+    events = profiler.key_averages()
+    own = {event.key: event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total for event in events}
+    total = sum(own.values())
+    ranked = sorted(events, key=lambda event: own[event.key], reverse=True)[:count]
+    return [
+        {"op": event.key, "calls": event.count // calls, "self_ms": own[event.key] / 1000 / calls, "share": own[event.key] / total}
+        for event in ranked
+    ]
+
+
+# --torchvision: the steps a user writes, torchvision members and the public API only.
+
+
+class TorchvisionSetting:
+    """K torchvision ``resnet18(num_classes=100)`` members (ImageNet stem, full width) and one batch."""
+
+    def __init__(self, num_members: int, batch: int, device: torch.device) -> None:
+        import torchvision  # only these rows need it
+
+        torch.manual_seed(0)
+        self.num_members = num_members
+        self.torchvision_version = torchvision.__version__
+        self.initial = [torchvision.models.resnet18(num_classes=NUM_CLASSES).to(device) for _ in range(num_members)]
+        self.images = torch.rand(batch, 3, 32, 32, device=device)
+        self.labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
+
+    def members(self) -> list[nn.Module]:
+        """A fresh copy of the K members, as a plain list, in training mode."""
+        return [copy.deepcopy(model).train() for model in self.initial]
+
+
+class UserStep:
+    """One training step of ``name`` in :data:`USER_STEPS` on its own copy of the members.
+
+    Calling it runs the step and returns its penalty (zero without DEG). ``ensemble``: the
+    ``Ensemble`` with PDD for ``pdd`` and ``pdd+deg``, else None.
+    """
+
+    def __init__(self, name: str, setting: TorchvisionSetting) -> None:
+        self.name = name
+        self.setting = setting
+        self.models = setting.members()
+        self.ensemble: Ensemble | None = None
+        if "pdd" in name:
+            pdd = PriorityDiversifiedDropout(setting.num_members)
+            self.ensemble = Ensemble(self.models, pdd=pdd).to(setting.images.device)
+        parameters = [parameter for model in self.models for parameter in model.parameters()]
+        self.optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
+        self.penalty = torch.zeros(())
+
+    def __call__(self) -> Tensor:
+        x, y = self.setting.images, self.setting.labels
+        penalty = torch.zeros(())
+        if self.name == "baseline":
+            loss = sum(F.cross_entropy(model(x), y) for model in self.models)
+        elif self.name == "pdd":
+            loss = ensemble_cross_entropy(self.ensemble.member_logits(x), y, member_reduction="sum")
+        else:
+            out = deg_penalty(self.models if self.ensemble is None else self.ensemble, x, y)
+            loss, penalty = out.losses.mean() + 0.01 * out.penalty, out.penalty
+        self.penalty = sgd_update(self.optimizer, loss, penalty)
+        return self.penalty
+
+
+def measure_user_steps(
+    names: list[str], setting: TorchvisionSetting, *, rounds: int, warmup: int, device: torch.device, profile: int = 0
+) -> dict[str, Any]:
+    """:func:`interleaved_rows` of :class:`UserStep`; DEG rows add their last penalty, PDD rows the tallies made."""
+    steps = {name: UserStep(name, setting) for name in names}
+    rows = interleaved_rows(steps, dict.fromkeys(names, 1), rounds=rounds, warmup=warmup, device=device, profile=profile)
+    for name, step in steps.items():
+        if "deg" in name:
+            rows[name]["last_penalty"] = float(step.penalty)
+        if step.ensemble is not None:
+            # K tallies (one per member) per sample and step with PDD's per-sample statistics.
+            rows[name]["priority_tallies"] = int(step.ensemble.pdd.priority_counts.sum())
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="narrow members (width 8 instead of 64) for a CPU")
+    parser.add_argument(
+        "--torchvision",
+        action="store_true",
+        help="time the steps a user writes instead (torchvision resnet18 members, Ensemble, deg_penalty: USER_STEPS)",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--members", default="3,5", help="comma-separated K values (default: %(default)s)")
-    parser.add_argument("--methods", default=",".join(PAPER_METHODS + FAST_PATHS), help="comma-separated steps to time (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--members", default=None, help="comma-separated K values (default: 3,5, or 3 with --torchvision)")
+    parser.add_argument("--methods", default=None, help="comma-separated steps to time (default: all of the group)")
+    parser.add_argument("--batch-size", type=int, default=None, help="(default: 64, or 32 with --torchvision)")
     parser.add_argument("--width", type=int, default=None, help="ResNet base width (default: 64, or 8 with --small)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds, median reported (default: 15, or 5 with --small)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: %(default)s)")
     parser.add_argument("--deg-every", type=int, default=4, metavar="N", help="the cheaper DEG setting's N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step.json"))
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="record each step's N costliest operators (torch.profiler; default: none)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="(default: benchmarks/results/train_step.json, or train_step-torchvision.json)"
+    )
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.methods.split(",") if name.strip()]
-    known = PAPER_METHODS + FAST_PATHS
+    if args.torchvision and (args.small or args.width is not None):
+        parser.error("--torchvision: the members are torchvision's full-width resnet18; --small and --width set the harness's")
+    known = tuple(USER_STEPS) if args.torchvision else PAPER_METHODS + FAST_PATHS
+    methods = args.methods or ",".join(known)
+    names = [name.strip() for name in methods.split(",") if name.strip()]
     if "baseline" not in names or any(name not in known for name in names):
-        parser.error(f"--methods: expected names from {list(known)}, baseline included, but got {args.methods!r}")
+        parser.error(f"--methods: expected names from {list(known)}, baseline included, but got {methods!r}")
+    members = args.members or ("3" if args.torchvision else "3,5")
     try:
-        member_counts = [int(value) for value in args.members.split(",")]
+        member_counts = [int(value) for value in members.split(",")]
     except ValueError:
         member_counts = []
     if not member_counts or min(member_counts) < 2:
-        parser.error(f"--members: expected comma-separated integers >= 2, but got {args.members!r}")
+        parser.error(f"--members: expected comma-separated integers >= 2, but got {members!r}")
     for flag in ("batch_size", "width", "rounds", "threads", "deg_every"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')}: expected an integer >= 1, but got {value}")
+    if args.profile < 0:
+        parser.error(f"--profile: expected an integer >= 0, but got {args.profile}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     width = args.width or (8 if args.small else 64)
+    batch_size = args.batch_size or (32 if args.torchvision else 64)
     rounds = args.rounds or (5 if args.small else 15)
     device = torch.device(args.device)
 
     results = []
     for num_members in member_counts:
-        setting = Setting(num_members, width, args.batch_size, device)
-        rows = measure(names, setting, rounds=rounds, warmup=args.warmup, device=device, deg_every=args.deg_every)
+        if args.torchvision:
+            setting = TorchvisionSetting(num_members, batch_size, device)
+            rows = measure_user_steps(names, setting, rounds=rounds, warmup=args.warmup, device=device, profile=args.profile)
+        else:
+            setting = Setting(num_members, width, batch_size, device)
+            rows = measure(
+                names, setting, rounds=rounds, warmup=args.warmup, device=device, deg_every=args.deg_every, profile=args.profile
+            )
         results.append({"members": num_members, "rows": rows})
         print_table(num_members, rows, device)
 
-    result = {
-        "benchmark": "train_step",
-        **machine(device),
-        "settings": {
-            "members": "ResNet-18 (torchvision BasicBlock, CIFAR stem)",
-            "width": width,
-            "batch_size": args.batch_size,
-            "image": [3, 32, 32],
-            "classes": NUM_CLASSES,
-            "rounds": rounds,
-            "warmup": args.warmup,
-            "weights": WEIGHTS._asdict(),
-            "deg_every": args.deg_every,
-            "memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "bytes saved for backward per step",
-        },
-        "results": results,
+    settings: dict[str, Any] = {
+        "members": (
+            "torchvision.models.resnet18(num_classes=100), ImageNet stem"
+            if args.torchvision
+            else "ResNet-18 (torchvision BasicBlock, CIFAR stem)"
+        ),
+        "batch_size": batch_size,
+        "image": [3, 32, 32],
+        "classes": NUM_CLASSES,
+        "rounds": rounds,
+        "warmup": args.warmup,
+        "memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "bytes saved for backward per step",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written: {args.out}")
+    if args.torchvision:
+        settings |= {"torchvision": setting.torchvision_version, "steps": {name: USER_STEPS[name] for name in names}}
+    else:
+        settings |= {"width": width, "weights": WEIGHTS._asdict(), "deg_every": args.deg_every}
+    result = {"benchmark": "train_step", **machine(device), "settings": settings, "results": results}
+    out = args.out or Path(f"benchmarks/results/train_step{'-torchvision' if args.torchvision else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {out}")
     return result
 
 
 def print_table(num_members: int, rows: dict[str, dict[str, Any]], device: torch.device) -> None:
     memory = "peak MiB" if device.type == "cuda" else "saved MiB"
     print(f"\nK={num_members}, {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'step':<26}{'ms/step':>10}{'x baseline':>12}{memory:>11}{'x baseline':>12}{'penalty vs deg':>16}")
-    print(f"{'':<71}{'(% of range)':>16}")
+    print(f"{'step':<26}{'ms/step':>10}{'x baseline':>12}{'quartiles':>12}{memory:>11}{'x baseline':>12}{'penalty vs deg':>16}")
+    print(f"{'':<48}{'(rounds)':>12}{'':<23}{'(% of range)':>16}")
     for name, row in rows.items():
         deviation = f"{100 * row['penalty_vs_deg']:.3f} %" if "penalty_vs_deg" in row else ""
+        low, _, high = row["ratio_quartiles"]
         print(
-            f"{name:<26}{1000 * row['seconds_per_step']:>10.1f}{row['ratio_to_baseline']:>12.2f}"
+            f"{name:<26}{1000 * row['seconds_per_step']:>10.1f}{row['ratio_to_baseline']:>12.2f}{f'{low:.2f}-{high:.2f}':>12}"
             f"{row['peak_memory_bytes'] / 2**20:>11.1f}{row['memory_ratio_to_baseline']:>12.2f}{deviation:>16}"
         )
 
