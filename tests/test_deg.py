@@ -3,6 +3,7 @@ the model-level penalty (double backprop, caller's input untouched, validation).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -642,3 +643,49 @@ def test_rejects_nan_gradients(mixed_ensemble):
         models[1].head.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="models"):
         deg_penalty(models, x, y)
+
+
+# --- what deg_penalty feeds its loss, and members it cannot train -----------------------------
+
+
+def test_labels_outside_the_members_classes_name_y(mixed_ensemble):
+    models, x, _ = mixed_ensemble
+    with pytest.raises(ValueError, match=r"`y`.*\[0, 5\).*from 0 to 5"):
+        deg_penalty(models, x, torch.tensor([0, 5, 1, 2, 0, 4]))
+
+
+def test_member_outputs_that_are_not_batch_by_classes_are_named(mixed_ensemble):
+    models, x, y = mixed_ensemble
+
+    class ExtraAxis(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            return self.inner(inputs).unsqueeze(-1)
+
+    with pytest.raises(ValueError, match=r"logits \[B, L\] for the default cross-entropy.*loss_fn"):
+        deg_penalty([ExtraAxis(m) for m in models], x, y)
+
+
+def test_a_member_of_another_dtype_is_named(mixed_ensemble):
+    models, x, y = mixed_ensemble
+    with pytest.raises(TypeError, match=r"`models\[1\]` are torch.float64.*\.to\(x\.dtype\)"):
+        deg_penalty([models[0], copy.deepcopy(models[1]).double()], x, y)
+
+
+def test_members_without_double_backward_are_refused_unless_only_measured():
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(4, 6), nn.Hardsigmoid(), nn.Linear(6, 3)) for _ in range(2)]
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match=r"double backward.*`models\[0\]` holds Hardsigmoid at '1'.*create_graph=False"):
+        deg_penalty(models, x, y)
+    assert torch.isfinite(deg_penalty(models, x, y, create_graph=False).penalty)
+
+
+def test_transposed_gradients_are_reported_when_k_is_given():
+    grads = torch.randn(5, 3, 4)  # [B, K, ...] by mistake
+    with pytest.raises(ValueError, match=r"num_members=3.*got 5.*grads\.transpose\(0, 1\)"):
+        dispersed_gradient_loss(grads, num_members=3)
+    dispersed_gradient_loss(grads.transpose(0, 1), num_members=3)

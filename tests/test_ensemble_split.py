@@ -71,7 +71,7 @@ def test_a_named_head_is_used_and_a_wrong_default_is_reported():
     x = torch.randn(4, 5)
     wrong = Ensemble([TwoLinears(), TwoLinears()], pdd=PriorityDiversifiedDropout(2, num_intervals=3))
     assert wrong.heads == ("aux", "aux")
-    with pytest.raises(ValueError, match=r"model 0 to end with its head 'aux'.*head="):
+    with pytest.raises(ValueError, match=r"model 0 to run up to its head .aux. on `x`.*head="):
         wrong.member_outputs(x)
     models = [TwoLinears(), TwoLinears()]
     ensemble = Ensemble(models, pdd=PriorityDiversifiedDropout(2, num_intervals=3), head="fc").eval()

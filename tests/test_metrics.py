@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ensemble_diversity import adp_regularizer, ensemble_cross_entropy
 from ensemble_diversity.metrics import ambiguity_entropy, discrimination_score, gradient_angles
 
 # ---------------------------------------------------------------------------------------------
@@ -384,3 +385,27 @@ def test_gradient_angles_accepts_sequence():
 def test_gradient_angles_rejects_bad_input(grads, error):
     with pytest.raises(error, match="grads"):
         gradient_angles(grads)
+
+
+# --- the members-first layout -------------------------------------------------------------------
+
+
+def test_transposed_logits_are_named_before_the_labels():
+    logits = torch.randn(8, 3, 4)  # [B, K, L] by mistake
+    targets = torch.randint(0, 4, (8,))
+    for function in (ambiguity_entropy, ensemble_cross_entropy, adp_regularizer):
+        with pytest.raises(ValueError, match=r"`member_logits` to have layout \[K, B, L\].*transpose\(0, 1\)"):
+            function(logits, targets)
+
+
+@pytest.mark.parametrize("function", [discrimination_score, gradient_angles])
+def test_transposed_members_are_reported_when_k_is_given(function):
+    values = torch.rand(6, 3, 5)  # [N, K, ...] by mistake
+    with pytest.raises(ValueError, match=r"num_members=3.*transpose\(0, 1\)"):
+        function(values, num_members=3)
+    assert function(values.transpose(0, 1), num_members=3).shape == (6,)
+
+
+def test_num_members_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="`num_members`"):
+        gradient_angles(torch.rand(3, 2, 4), num_members=0)

@@ -7,22 +7,25 @@ type or dtype), never with ``assert``, which vanishes under ``python -O``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 MemberTensors = Tensor | Sequence[Tensor]
 """Either one stacked tensor ``[K, ...]`` or a sequence of K tensors ``[...]`` of equal shape."""
 
 
-def stack_members(values: MemberTensors, name: str, *, min_members: int = 2) -> Tensor:
+def stack_members(values: MemberTensors, name: str, *, min_members: int = 2, num_members: int | None = None) -> Tensor:
     """Return ``values`` as one tensor with the members on the first axis.
 
     Args:
         values: a stacked tensor ``[K, ...]`` or a sequence of K tensors ``[...]``.
         name: the caller's argument name, used in error messages.
         min_members: the smallest K accepted.
+        num_members: the K the caller expects (the user's ``num_members=``), or None; a
+            mismatch that a transposed ``[B, K, ...]`` layout would explain says so.
 
     Returns:
         ``[K, ...]``; a stacked input is returned as is (no copy).
@@ -44,10 +47,27 @@ def stack_members(values: MemberTensors, name: str, *, min_members: int = 2) -> 
             f"Expected argument `{name}` to be a tensor [K, ...] or a sequence of K tensors, "
             f"but got {type(values).__name__}"
         )
+    if num_members is not None:
+        check_num_members(stacked, name, num_members)
     if stacked.dim() == 0 or stacked.shape[0] < min_members:
         got = "a 0-d tensor" if stacked.dim() == 0 else f"K={stacked.shape[0]} (shape {tuple(stacked.shape)})"
         raise ValueError(f"Expected argument `{name}` to hold at least {min_members} members on its first axis, but got {got}")
     return stacked
+
+
+def check_num_members(stacked: Tensor, name: str, num_members: int) -> None:
+    """Raise unless the first axis of ``stacked`` holds ``num_members`` members, naming a likely transposition."""
+    if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 1:
+        raise ValueError(f"Expected argument `num_members` to be a positive integer or None, but got {num_members!r}")
+    if stacked.dim() == 0 or stacked.shape[0] != num_members:
+        got = "a 0-d tensor" if stacked.dim() == 0 else f"{stacked.shape[0]} (shape {tuple(stacked.shape)})"
+        hint = ""
+        if stacked.dim() > 1 and stacked.shape[1] == num_members:
+            hint = f"; its second axis holds {num_members}: if it is [B, K, ...], pass {name}.transpose(0, 1)"
+        raise ValueError(
+            f"Expected argument `{name}` to hold num_members={num_members} members on its first axis "
+            f"([K, B, ...], members first), but got {got}{hint}"
+        )
 
 
 def check_ndim(value: Tensor, name: str, ndim: int, layout: str) -> None:
@@ -97,6 +117,12 @@ def finite_check_wanted(value: Tensor, setting: bool | None) -> bool:
     return setting
 
 
+def check_eps(eps: float) -> None:
+    """Raise unless ``eps`` (a lower clamp on gradient norms) is a positive finite number."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
+        raise ValueError(f"Expected argument `eps` to be a positive finite number, but got {eps!r}")
+
+
 def check_probability(value: float, name: str) -> None:
     """Raise unless ``value`` is a real number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -133,15 +159,17 @@ def check_member_logits(
     min_members: int,
     min_classes: int = 1,
     finite: bool | None = None,
+    num_members: int | None = None,
 ) -> Tensor:
     """Validate members' outputs ``[K, B, L]`` with their class-index ``targets`` ``[B]``.
 
-    ``finite`` is the caller's ``check_finite`` setting (see :func:`finite_check_wanted`).
+    ``finite`` is the caller's ``check_finite`` setting (see :func:`finite_check_wanted`);
+    ``num_members`` the K the caller expects, or None.
 
     Returns:
         ``member_logits`` stacked to ``[K, B, L]``.
     """
-    logits = stack_members(member_logits, "member_logits", min_members=min_members)
+    logits = stack_members(member_logits, "member_logits", min_members=min_members, num_members=num_members)
     check_ndim(logits, "member_logits", 3, "[K, B, L] (members, batch, classes)")
     check_floating(logits, "member_logits")
     check_nonempty(logits, "member_logits", 1, "batch")
@@ -149,8 +177,48 @@ def check_member_logits(
         raise ValueError(
             f"Expected argument `member_logits` to have at least {min_classes} classes, but got shape {tuple(logits.shape)}"
         )
+    # Labels that match the first axis and not the second point at the logits' layout, not the labels.
+    if (
+        isinstance(targets, Tensor)
+        and targets.dim() == 1
+        and targets.shape[0] != logits.shape[1]
+        and targets.shape[0] == logits.shape[0]
+    ):
+        raise ValueError(
+            f"Expected argument `member_logits` to have layout [K, B, L] (members first), but its batch axis "
+            f"holds {logits.shape[1]} while `targets` holds {targets.shape[0]} labels, as many as its first axis "
+            f"(shape {tuple(logits.shape)}): if it is [B, K, L], pass member_logits.transpose(0, 1)"
+        )
     check_labels(targets, "targets", logits.shape[1])
     if finite_check_wanted(logits, finite):
         check_finite(logits, "member_logits")
         check_label_range(targets, "targets", logits.shape[2])
     return logits
+
+
+def check_member_placement(models: Iterable[nn.Module], x: Tensor) -> None:
+    """Name the first member whose parameters are on another device, or of another dtype, than ``x``."""
+    for k, model in enumerate(models):
+        parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+        if parameter is None:
+            continue
+        if parameter.device != x.device:
+            raise ValueError(
+                f"Expected every model in `models` on the device of `x` ({x.device}), but the parameters "
+                f"of `models[{k}]` are on {parameter.device}; move it with .to(x.device)"
+            )
+        # Under autocast the members' float32 weights meet lower-precision activations by design;
+        # integer inputs (token ids, say) are the members' business.
+        if x.is_floating_point() and parameter.dtype != x.dtype and not _autocasting(x.device):
+            raise TypeError(
+                f"Expected every model in `models` to have the dtype of `x` ({x.dtype}), but the parameters "
+                f"of `models[{k}]` are {parameter.dtype}; convert it with .to(x.dtype)"
+            )
+
+
+def _autocasting(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type (False for types autocast does not know, e.g. meta)."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except RuntimeError:
+        return False

@@ -60,6 +60,7 @@ def adp_regularizer(
     log_det_offset: float = 1e-6,
     log_offset: float = 1e-20,
     check_finite: bool | None = None,
+    num_members: int | None = None,
 ) -> ADPRegularizer:
     r"""ADP's ensemble-entropy and ensemble-diversity terms (Pang et al. 2019, section 3).
 
@@ -92,6 +93,9 @@ def adp_regularizer(
         log_offset: added inside the entropy's log (> 0).
         check_finite: whether to reject NaN/inf logits and out-of-range targets (reads values
             back to the host); ``None`` checks on CPU only.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         :class:`ADPRegularizer` of scalar tensors (members, classes and batch reduced), in
@@ -103,7 +107,9 @@ def adp_regularizer(
         >>> round(out.ensemble_entropy.item(), 4), round(out.log_det.item(), 4)
         (0.9585, -1.0021)
     """
-    logits = check_member_logits(member_logits, targets, min_members=2, min_classes=2, finite=check_finite)
+    logits = check_member_logits(
+        member_logits, targets, min_members=2, min_classes=2, finite=check_finite, num_members=num_members
+    )
     num_members, batch, num_classes = logits.shape
     _check_weight(alpha, "alpha", allow_zero=True)
     _check_weight(beta, "beta", allow_zero=True)

@@ -37,7 +37,6 @@ What the authors' code does where the paper is silent (github.com/ALIS-Lab/AAAI2
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, cast
 
@@ -47,9 +46,12 @@ from torch import Tensor, nn
 
 from ensemble_diversity._checks import (
     MemberTensors,
+    check_eps,
     check_finite,
     check_floating,
+    check_label_range,
     check_labels,
+    check_member_placement,
     check_min_dim,
     check_ndim,
     check_nonempty,
@@ -78,7 +80,7 @@ class GradientPenalty(NamedTuple):
     """``[K]``: each member's ``loss_fn(logits[k], y)``."""
 
 
-def dispersed_gradient_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tensor:
+def dispersed_gradient_loss(grads: MemberTensors, *, eps: float = 1e-12, num_members: int | None = None) -> Tensor:
     """Sum over member pairs of the cosine between their input gradients (eq. 3).
 
     The cosine is taken per sample over the flattened input gradient, averaged over the batch
@@ -91,6 +93,9 @@ def dispersed_gradient_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tens
             tensors ``[B, ...]``: each member's loss gradient with respect to the input.
         eps: gradient norms are clamped at ``eps`` from below, so a zero gradient has cosine 0
             with every member (never NaN) and a finite gradient.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         Scalar; the batch axis is averaged, the pair axis summed.
@@ -100,8 +105,8 @@ def dispersed_gradient_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tens
         >>> dispersed_gradient_loss(g)  # cos 1 + cos 0 + cos 0
         tensor(1.)
     """
-    _check_eps(eps)
-    return _dispersion(_validated_gradients(grads, "grads"), eps)
+    check_eps(eps)
+    return _dispersion(_validated_gradients(grads, "grads", num_members), eps)
 
 
 def _dispersion(grads: Tensor, eps: float) -> Tensor:
@@ -246,15 +251,9 @@ def deg_penalty(
 # Shared with gal.py: everything but the reduction over member pairs.
 
 
-def _check_eps(eps: float) -> None:
-    """Raise unless ``eps`` is a positive finite number."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
-        raise ValueError(f"Expected argument `eps` to be a positive finite number, but got {eps!r}")
-
-
-def _validated_gradients(grads: MemberTensors, name: str) -> Tensor:
+def _validated_gradients(grads: MemberTensors, name: str, num_members: int | None = None) -> Tensor:
     """``grads`` stacked to ``[K, B, ...]`` after checking K >= 2, the batch axis, dtype and values."""
-    stacked = stack_members(grads, name)
+    stacked = stack_members(grads, name, num_members=num_members)
     check_min_dim(stacked, name, 2, "[K, B, ...]")
     check_nonempty(stacked, name, 1, "batch")
     check_floating(stacked, name)
@@ -280,6 +279,8 @@ def _gradient_penalty(
             f"but the Ensemble has {models.num_members}"
         )
     _check_input(x)
+    if create_graph:
+        _check_double_backward(list(members.members) if isinstance(members, Ensemble) else members)
     default_ce = loss_fn is F.cross_entropy
     if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
         check_labels(y, "y", x.shape[0])
@@ -292,15 +293,13 @@ def _gradient_penalty(
         # The ensemble runs member k on inputs[k], through PDD in training mode.
         logits = list(members.member_logits(stacked_inputs, per_member=True).unbind(0))
     else:
+        check_member_placement(members, x)
         # As separate tensors, each member's use of its input is checked.
         inputs = list(stacked_inputs.unbind(0))
         logits = [model(member_input) for model, member_input in zip(members, inputs)]
     _check_logits(logits, x.shape[0])
-    if default_ce and y.is_floating_point() and y.shape != logits[0].shape:
-        raise ValueError(
-            f"Expected argument `y` (class probabilities) to have the logits' shape "
-            f"{tuple(logits[0].shape)}, but got shape {tuple(y.shape)}"
-        )
+    if default_ce:
+        _check_cross_entropy_targets(logits, y)
     losses = [loss_fn(member_logits, y) for member_logits in logits]
     _check_losses(losses)
 
@@ -439,6 +438,42 @@ def _check_logits(logits: list[Tensor], batch: int) -> None:
                 f"Expected every member of `models` to return logits of one shape, but member 0 "
                 f"returned {tuple(logits[0].shape)} and member {k} returned {tuple(member_logits.shape)}"
             )
+
+
+_NO_DOUBLE_BACKWARD = (nn.Hardsigmoid,)
+"""Modules whose backward torch cannot differentiate again (checked on torch 2.13 and 2.14;
+``nn.Hardsigmoid`` sits in torchvision's MobileNetV3 squeeze-excitation blocks)."""
+
+
+def _check_double_backward(models: Sequence[nn.Module]) -> None:
+    """Raise before the forward if a member holds a module that double backprop cannot pass."""
+    for k, model in enumerate(models):
+        for name, module in model.named_modules():
+            if isinstance(module, _NO_DOUBLE_BACKWARD):
+                raise ValueError(
+                    f"Expected every model in `models` to support double backward (DEG and GAL differentiate "
+                    f"the input gradient again to train on it), but `models[{k}]` holds "
+                    f"{type(module).__name__} at {name!r}, whose second derivative torch does not implement; "
+                    "replace it (e.g. nn.Hardsigmoid with a sigmoid-based gate) or pass create_graph=False "
+                    "to only measure the penalty"
+                )
+
+
+def _check_cross_entropy_targets(logits: list[Tensor], y: Tensor) -> None:
+    """What the default cross-entropy needs: logits ``[B, L]`` and labels in ``[0, L)`` (or probabilities ``[B, L]``)."""
+    if logits[0].dim() != 2:
+        raise ValueError(
+            f"Expected `models` to return logits [B, L] for the default cross-entropy, but they returned "
+            f"shape {tuple(logits[0].shape)}; pass a loss_fn for other outputs"
+        )
+    if y.is_floating_point():
+        if y.shape != logits[0].shape:
+            raise ValueError(
+                f"Expected argument `y` (class probabilities) to have the logits' shape "
+                f"{tuple(logits[0].shape)}, but got shape {tuple(y.shape)}"
+            )
+    elif finite_check_wanted(y, None):
+        check_label_range(y, "y", logits[0].shape[1])
 
 
 def _check_losses(losses: list[Tensor]) -> None:

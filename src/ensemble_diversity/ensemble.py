@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_member_placement
 from ._split import SplitHead, final_linear_path, split_model
 from .pdd import PriorityDiversifiedDropout
 
@@ -135,6 +136,8 @@ class Ensemble(nn.Module):
             members = [member for member, _ in split]
             self._heads = [member_head for _, member_head in split]
             self.heads = paths
+            if pdd is not None:
+                self._check_feature_widths()
         self.members = nn.ModuleList(members)
         self.pdd = pdd
         self.combine = combine
@@ -147,6 +150,7 @@ class Ensemble(nn.Module):
     def _member_inputs(self, x: Tensor, per_member: bool) -> list[Tensor]:
         if not isinstance(x, Tensor):
             raise TypeError(f"Expected argument `x` to be a tensor, but got {type(x).__name__}")
+        check_member_placement(self.members, x)
         if not per_member:
             return [x] * self.num_members
         if x.dim() < 2 or x.shape[0] != self.num_members:
@@ -172,6 +176,7 @@ class Ensemble(nn.Module):
                 "Expected the models to have a head (an nn.Linear) to split them at, but they have none; "
                 "pass head='<dotted path>' to Ensemble"
             )
+        self._check_feature_widths()
         inputs = self._member_inputs(x, per_member)
         paths = self.heads
         features = torch.stack([self._body(k, paths[k], member_input) for k, member_input in enumerate(inputs)])
@@ -179,25 +184,37 @@ class Ensemble(nn.Module):
         logits = [head(member_features) for head, member_features in zip(self._heads, dropped)]
         return MemberOutputs(features, self._stacked_logits(logits))
 
+    def _check_feature_widths(self) -> None:
+        """The K heads must take one width C: their inputs are stacked to ``[K, B, C]`` (for PDD)."""
+        widths = [head.in_features for head in self._heads]
+        if any(width != widths[0] for width in widths):
+            raise ValueError(
+                f"Expected the heads of `models` to take features of one width C (they are stacked to [K, B, C] "
+                f"for PDD), but their widths are {widths} (heads {self.heads})"
+            )
+
     def _body(self, index: int, path: str, x: Tensor) -> Tensor:
         """Member ``index`` run up to its head (at ``path``): ``[B, C]``, the head's input."""
         head = self._heads[index]
-        expected = (
-            f"Expected model {index} to end with its head {path!r} (the body's output, that head's "
-            f"input, is [B, {head.in_features}]), but"
-        )
         advice = "the head must be the model's last operation: name the final nn.Linear with `head=`"
         head.passthrough = True
         try:
             features = self.members[index](x)
         except RuntimeError as error:
-            # A head that is not the last layer hands the body's output to layers built for its own.
-            raise ValueError(f"{expected} running it without the head failed ({error}); {advice}") from error
+            # Either `x` does not suit the model, or a head that is not the last layer handed the
+            # body's output to layers built for the head's.
+            raise ValueError(
+                f"Expected model {index} to run up to its head {path!r} on `x`, but it raised ({error}): "
+                f"either `x` does not suit the model, or {advice}"
+            ) from error
         finally:
             head.passthrough = False
         if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[1] != head.in_features:
             got = f"shape {tuple(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
-            raise ValueError(f"{expected} without the head it returned {got}; {advice}")
+            raise ValueError(
+                f"Expected model {index}, run on `x` up to its head {path!r}, to return that head's input "
+                f"[B, {head.in_features}], but it returned {got}: either `x` does not suit the model, or {advice}"
+            )
         return features
 
     def member_logits(self, x: Tensor, *, per_member: bool = False) -> Tensor:

@@ -24,6 +24,7 @@ def ensemble_cross_entropy(
     *,
     member_reduction: Literal["mean", "sum", "none"] = "mean",
     check_finite: bool | None = None,
+    num_members: int | None = None,
 ) -> Tensor:
     r"""Ensemble cross-entropy, eq. 1: the members' CE losses, each averaged over the batch.
 
@@ -47,6 +48,9 @@ def ensemble_cross_entropy(
         member_reduction: ``"mean"`` or ``"sum"`` over the member axis, or ``"none"``.
         check_finite: whether to reject NaN/inf logits and out-of-range targets (reads values
             back to the host); ``None`` checks on CPU only.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         Scalar tensor (batch averaged, members reduced by ``member_reduction``); ``[K]`` with
@@ -67,7 +71,7 @@ def ensemble_cross_entropy(
         raise ValueError(
             f"Expected argument `member_reduction` to be one of {list(_MEMBER_REDUCTIONS)}, but got {member_reduction!r}"
         )
-    logits = check_member_logits(member_logits, targets, min_members=1, finite=check_finite)
+    logits = check_member_logits(member_logits, targets, min_members=1, finite=check_finite, num_members=num_members)
     num_members, batch, num_classes = logits.shape
 
     # One call over all K * B rows; the batch mean of each member is then a mean over axis 1.

@@ -24,19 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ensemble_diversity._checks import MemberTensors
+from ensemble_diversity._checks import MemberTensors, check_eps
 from ensemble_diversity._pairwise import pairwise_cosines
 from ensemble_diversity.deg import (
     GradientPenalty,
     LossFn,
-    _check_eps,
     _gradient_penalty,
     _validated_gradients,
 )
 from ensemble_diversity.ensemble import Ensemble
 
 
-def gradient_alignment_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tensor:
+def gradient_alignment_loss(grads: MemberTensors, *, eps: float = 1e-12, num_members: int | None = None) -> Tensor:
     """Log-sum-exp over member pairs of the cosine between input gradients, batch-averaged.
 
     With ``P = K(K-1)/2`` pairs the value lies in ``[log P - 1, log P + 1]``: ``log P + 1``
@@ -47,6 +46,9 @@ def gradient_alignment_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tens
             tensors ``[B, ...]``: each member's loss gradient with respect to the input.
         eps: gradient norms are clamped at ``eps`` from below, so a zero gradient has cosine 0
             with every member (never NaN) and a finite gradient.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         Scalar: per sample, the log-sum-exp over the pair axis; then the mean over the batch.
@@ -58,8 +60,8 @@ def gradient_alignment_loss(grads: MemberTensors, *, eps: float = 1e-12) -> Tens
         >>> round(float(gradient_alignment_loss(torch.ones(3, 1, 2))), 4)  # log(3 e)
         2.0986
     """
-    _check_eps(eps)
-    return _alignment(_validated_gradients(grads, "grads"), eps)
+    check_eps(eps)
+    return _alignment(_validated_gradients(grads, "grads", num_members), eps)
 
 
 def _alignment(grads: Tensor, eps: float) -> Tensor:

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ensemble_diversity._checks import (
     MemberTensors,
+    check_eps,
     check_floating,
     check_member_logits,
     check_min_dim,
@@ -34,7 +35,9 @@ from ensemble_diversity._pairwise import pairwise_cosines
 __all__ = ["ambiguity_entropy", "discrimination_score", "gradient_angles"]
 
 
-def ambiguity_entropy(member_logits: MemberTensors, targets: Tensor, *, check_finite: bool | None = None) -> Tensor:
+def ambiguity_entropy(
+    member_logits: MemberTensors, targets: Tensor, *, check_finite: bool | None = None, num_members: int | None = None
+) -> Tensor:
     r"""Entropy measure of the members' disagreement on correctness, eq. 5 (Kuncheva and Whitaker 2003).
 
     .. math::
@@ -52,6 +55,9 @@ def ambiguity_entropy(member_logits: MemberTensors, targets: Tensor, *, check_fi
         targets: ``[N]`` integer class indices in ``[0, L)``.
         check_finite: whether to reject NaN/inf in ``member_logits`` and out-of-range
             ``targets`` (each reads a value back to the host); ``None`` checks on CPU only.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         Scalar tensor in ``[0, 1]``, averaged over the sample axis (members and samples reduced).
@@ -63,7 +69,7 @@ def ambiguity_entropy(member_logits: MemberTensors, targets: Tensor, *, check_fi
         >>> ambiguity_entropy(logits, torch.tensor([0, 0, 0]))  # l = 3, 1, 2
         tensor(0.6667)
     """
-    logits = check_member_logits(member_logits, targets, min_members=2, finite=check_finite)
+    logits = check_member_logits(member_logits, targets, min_members=2, finite=check_finite, num_members=num_members)
     num_members = logits.shape[0]
 
     num_correct = (logits.argmax(dim=-1) == targets.to(logits.device)).sum(dim=0)  # [N]
@@ -73,7 +79,7 @@ def ambiguity_entropy(member_logits: MemberTensors, targets: Tensor, *, check_fi
     return minority.to(logits.dtype).mean() / max_minority
 
 
-def discrimination_score(features: MemberTensors, *, check_finite: bool | None = None) -> Tensor:
+def discrimination_score(features: MemberTensors, *, check_finite: bool | None = None, num_members: int | None = None) -> Tensor:
     r"""Discrimination of the members' activated features, eq. 6, for each sample.
 
     For sample n, let :math:`\mathcal{A}_k` hold the activated (strictly positive) units of
@@ -104,6 +110,9 @@ def discrimination_score(features: MemberTensors, *, check_finite: bool | None =
             or a sequence of K ``[N, C]``. Computed in at least float32.
         check_finite: whether to reject NaN/inf (reads a value back to the host); ``None``
             checks on CPU only.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         ``[N]``, the score of each sample (members, pairs and units reduced), >= 0.
@@ -114,7 +123,7 @@ def discrimination_score(features: MemberTensors, *, check_finite: bool | None =
         >>> discrimination_score(features)                 # (2 - 5)^2 / (1 + 1)
         tensor([4.5000])
     """
-    stacked = stack_members(features, "features", min_members=2)
+    stacked = stack_members(features, "features", min_members=2, num_members=num_members)
     check_ndim(stacked, "features", 3, "[K, N, C]")
     check_floating(stacked, "features")
     check_nonempty(stacked, "features", 1, "sample")
@@ -147,7 +156,9 @@ def discrimination_score(features: MemberTensors, *, check_finite: bool | None =
     return torch.where(defined, ratio, torch.zeros_like(ratio)).sum(dim=0)
 
 
-def gradient_angles(grads: MemberTensors, *, eps: float = 1e-12, check_finite: bool | None = None) -> Tensor:
+def gradient_angles(
+    grads: MemberTensors, *, eps: float = 1e-12, check_finite: bool | None = None, num_members: int | None = None
+) -> Tensor:
     r"""Mean angle between the members' loss gradients, in degrees, for each sample (Fig. 3).
 
     .. math::
@@ -169,6 +180,9 @@ def gradient_angles(grads: MemberTensors, *, eps: float = 1e-12, check_finite: b
             (an exactly zero gradient then has cosine 0: 90 degrees).
         check_finite: whether to reject NaN/inf (reads a value back to the host); ``None``
             checks on CPU only.
+        num_members: the ensemble size K, when the caller knows it: checked against the first
+            axis, so a transposed ``[B, K, ...]`` input is reported instead of silently
+            giving a wrong value. None skips the check.
 
     Returns:
         ``[N]`` in ``[0, 180]``, averaged over the member pairs.
@@ -178,7 +192,7 @@ def gradient_angles(grads: MemberTensors, *, eps: float = 1e-12, check_finite: b
         >>> gradient_angles(grads)  # pairs: 90, 180, 90 degrees
         tensor([120.])
     """
-    stacked = stack_members(grads, "grads", min_members=2)
+    stacked = stack_members(grads, "grads", min_members=2, num_members=num_members)
     check_min_dim(stacked, "grads", 3, "[K, N, ...]")
     check_floating(stacked, "grads")
     check_nonempty(stacked, "grads", 1, "sample")
@@ -187,5 +201,6 @@ def gradient_angles(grads: MemberTensors, *, eps: float = 1e-12, check_finite: b
     if finite_check_wanted(stacked, check_finite):
         _raise_if_not_finite(stacked, "grads")
 
+    check_eps(eps)
     cosines = pairwise_cosines(stacked, eps=eps)  # [N, P]
     return torch.rad2deg(torch.arccos(cosines.clamp(-1.0, 1.0))).mean(dim=-1)
