@@ -1,7 +1,7 @@
 """What each regulariser costs per training step, as a ratio to the baseline measured in the same run.
 
     PYTHONPATH=src python benchmarks/train_step.py --small          # narrow members, 2 CPU cores, minutes
-    PYTHONPATH=src python benchmarks/train_step.py --device cuda    # ResNet-18 members, the issue's setting
+    PYTHONPATH=src python benchmarks/train_step.py --device cuda --compile inductor  # ResNet-18 members, the issue's setting
     PYTHONPATH=src python benchmarks/train_step.py --torchvision --threads 1   # what a user's loop costs, K=3, batch 32
 
 One step is forward, loss, backward and SGD update of K ResNet-18 members (torchvision's blocks,
@@ -18,7 +18,12 @@ timed is what the examples train. Steps timed:
   default; time per step averaged over the N), ``deg bf16`` (autocast to bfloat16), ``deg vmap`` and ``baseline vmap``
   (members run as one ``VectorizedMembers`` call per half);
 - ``deg one pass per member``: the input gradients taken with one backward pass per member on
-  a shared input, the path this library replaced with ``member_inputs`` (for the record).
+  a shared input, the path this library replaced with ``member_inputs`` (for the record);
+- with ``--compile BACKEND``, also ``baseline compiled`` and ``pdd compiled``: each member's
+  forward compiled in place (``nn.Module.compile``, the K members share one graph; PDD stays
+  eager), its backward through the compiled backward graph. Only the steps without an input
+  gradient: double backward through a compiled graph is not supported, so DEG and GAL cannot
+  be compiled this way.
 
 ``--torchvision`` times instead the steps a user writes (:data:`USER_STEPS`), through the
 public API only: K torchvision ``resnet18(num_classes=100)`` (ImageNet stem: a 32x32 image is
@@ -64,6 +69,8 @@ from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradien
 
 PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
 FAST_PATHS = ("deg every N", "deg bf16", "baseline vmap", "deg vmap", "deg one pass per member")
+COMPILED_PATHS = ("baseline compiled", "pdd compiled")
+"""Timed with ``--compile BACKEND`` only (compilation takes about a minute)."""
 WEIGHTS = Weights(ce_reduction="mean", deg_lambda=0.01, adp_alpha=2.0, adp_beta=0.5, gal_lambda=0.5)
 NUM_CLASSES = 100
 PENALTY_COMPARED = ("deg bf16", "deg vmap", "deg one pass per member")
@@ -94,17 +101,26 @@ class Setting:
         return copy.deepcopy(self.initial).train()
 
 
-def step_function(name: str, setting: Setting, deg_every: int = 4) -> Callable[[], Tensor]:
-    """A closure running one training step of ``name``; it returns the step's penalty (detached)."""
+def step_function(name: str, setting: Setting, deg_every: int = 4, compile_backend: str = "inductor") -> Callable[[], Tensor]:
+    """A closure running one training step of ``name``; it returns the step's penalty (detached).
+
+    ``compile_backend``: the ``torch.compile`` backend of the ``COMPILED_PATHS`` steps.
+    """
     if name in ("baseline vmap", "deg vmap"):
         return _vectorized_step(setting, deg=name == "deg vmap")
     if name == "deg one pass per member":
         return _shared_input_deg_step(setting)
-    method_name = {"deg every N": "deg", "deg bf16": "deg"}.get(name, name)
+    method_name = {"deg every N": "deg", "deg bf16": "deg"}.get(name, name.removesuffix(" compiled"))
     method = METHODS[method_name]
     members = setting.members()
     pdd = PriorityDiversifiedDropout(setting.num_members).to(setting.images.device) if method.pdd else None
     ensemble = Ensemble(members, pdd=pdd)
+    if name in COMPILED_PATHS:
+        # The members as Ensemble split them (each runs up to its head): one graph for all K,
+        # compiled at the first step (warm-up). Steps with DEG or GAL cannot be compiled this
+        # way: double backward through a compiled graph is not supported.
+        for member in ensemble.members:
+            member.compile(backend=compile_backend)
     optimizer = torch.optim.SGD(members.parameters(), lr=0.01, momentum=0.9)
     autocast = (
         (lambda: torch.autocast(setting.images.device.type, dtype=torch.bfloat16)) if name == "deg bf16" else nullcontext
@@ -194,9 +210,17 @@ def timed(step: Callable[[], Tensor], device: torch.device, calls: int) -> tuple
 
 
 def measure(
-    names: list[str], setting: Setting, *, rounds: int, warmup: int, device: torch.device, deg_every: int, profile: int = 0
+    names: list[str],
+    setting: Setting,
+    *,
+    rounds: int,
+    warmup: int,
+    device: torch.device,
+    deg_every: int,
+    profile: int = 0,
+    compile_backend: str = "inductor",
 ) -> dict[str, Any]:
-    steps = {name: step_function(name, setting, deg_every) for name in names}
+    steps = {name: step_function(name, setting, deg_every, compile_backend) for name in names}
     # "deg every N" is timed over whole cycles of N steps; the others one step at a time.
     calls = {name: deg_every if name == "deg every N" else 1 for name in names}
     rows = interleaved_rows(steps, calls, rounds=rounds, warmup=warmup, device=device, profile=profile)
@@ -360,15 +384,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--deg-every", type=int, default=4, metavar="N", help="the cheaper DEG setting's N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
+        "--compile",
+        default=None,
+        choices=("inductor", "aot_eager"),
+        metavar="BACKEND",
+        help="also time the compiled steps (COMPILED_PATHS) with this torch.compile backend: inductor, or aot_eager "
+        "(graph capture without code generation, a quick check on a CPU) (default: none)",
+    )
+    parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="record each step's N costliest operators (torch.profiler; default: none)"
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="(default: benchmarks/results/train_step.json, or train_step-torchvision.json)"
     )
     args = parser.parse_args(argv)
-    if args.torchvision and (args.small or args.width is not None):
-        parser.error("--torchvision: the members are torchvision's full-width resnet18; --small and --width set the harness's")
-    known = tuple(USER_STEPS) if args.torchvision else PAPER_METHODS + FAST_PATHS
+    if args.torchvision and (args.small or args.width is not None or args.compile):
+        parser.error("--torchvision: the members are torchvision's full-width resnet18; --small, --width and --compile set the harness's")
+    known = tuple(USER_STEPS) if args.torchvision else PAPER_METHODS + FAST_PATHS + (COMPILED_PATHS if args.compile else ())
     methods = args.methods or ",".join(known)
     names = [name.strip() for name in methods.split(",") if name.strip()]
     if "baseline" not in names or any(name not in known for name in names):
@@ -403,7 +435,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             setting = Setting(num_members, width, batch_size, device)
             rows = measure(
-                names, setting, rounds=rounds, warmup=args.warmup, device=device, deg_every=args.deg_every, profile=args.profile
+                names,
+                setting,
+                rounds=rounds,
+                warmup=args.warmup,
+                device=device,
+                deg_every=args.deg_every,
+                profile=args.profile,
+                compile_backend=args.compile or "inductor",
             )
         results.append({"members": num_members, "rows": rows})
         print_table(num_members, rows, device)
@@ -424,7 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.torchvision:
         settings |= {"torchvision": setting.torchvision_version, "steps": {name: USER_STEPS[name] for name in names}}
     else:
-        settings |= {"width": width, "weights": WEIGHTS._asdict(), "deg_every": args.deg_every}
+        settings |= {"width": width, "weights": WEIGHTS._asdict(), "deg_every": args.deg_every, "compile_backend": args.compile}
     result = {"benchmark": "train_step", **machine(device), "settings": settings, "results": results}
     out = args.out or Path(f"benchmarks/results/train_step{'-torchvision' if args.torchvision else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

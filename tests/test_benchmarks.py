@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +87,83 @@ def test_train_step_benchmark_refuses_bad_flags(capsys):
         (["--profile", "-1"], "--profile"),
         (["--torchvision", "--methods", "baseline,adp"], "--methods"),
         (["--torchvision", "--width", "8"], "--torchvision"),
+        (["--torchvision", "--compile", "aot_eager"], "--torchvision"),
+        (["--methods", "baseline,pdd compiled"], "--methods"),  # the compiled steps need --compile
     )
     for argv, flag in bad:
         with pytest.raises(SystemExit):
             module.main(argv)
         assert flag in capsys.readouterr().err
+
+
+def gpu_script(*argv: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    """``bash benchmarks/gpu.sh ARGV`` with this interpreter (or ``python``), its output captured."""
+    env = {**os.environ, "PYTHON": python, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", str(BENCHMARKS / "gpu.sh"), *argv], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_gpu_script_cpu_smoke_runs_every_stage_and_the_tables_command_reads_them(tmp_path):
+    run = gpu_script("--cpu-smoke", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    record = json.loads((tmp_path / "stages.json").read_text())
+    stages = ["cuda-tests", "pdd-op", "steps-batch2", "user-steps-batch2", "user-steps-batch4", "steps-batch4"]
+    assert [stage["stage"] for stage in record["stages"]] == stages
+    assert {stage["status"] for stage in record["stages"]} == {"passed"}
+    assert record["benchmark"] == "gpu.sh" and record["torch"] and record["budget_seconds"] == 150
+    written = {path.name for path in tmp_path.iterdir()}
+    benchmarks = {"pdd_op.json", "train_step-batch2.json", "train_step-batch4.json"}
+    benchmarks |= {"train_step-torchvision-batch2.json", "train_step-torchvision-batch4.json"}
+    # At most 8 files: what the device tool brings back from $OUT.
+    assert written == benchmarks | {"stages.json", "gpu.log"}
+    steps = json.loads((tmp_path / "train_step-batch2.json").read_text())
+    assert set(steps["results"][0]["rows"]) >= {"baseline compiled", "pdd compiled", "deg vmap", "deg bf16", "gal"}
+    assert steps["settings"]["compile_backend"] == "aot_eager"
+    # The command docs/performance.md gives, on this output; gpu.sh printed the same tables last.
+    tables = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_tables.py"), str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert tables in run.stdout and tables in (tmp_path / "gpu.log").read_text()
+    for name in benchmarks | {"stages.json"}:
+        assert f"(`{name}`)" in tables
+    assert "| pdd compiled |" in tables and "| steps-batch4 | passed |" in tables
+
+
+@pytest.mark.slow
+def test_gpu_script_skips_the_stages_its_budget_leaves_no_time_for(tmp_path):
+    run = gpu_script("--cpu-smoke", "--budget", "0", "--only", "pdd-op,steps-batch4", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    record = json.loads((tmp_path / "stages.json").read_text())
+    assert [(stage["stage"], stage["status"]) for stage in record["stages"]] == [("pdd-op", "skipped"), ("steps-batch4", "skipped")]
+    assert "budget" in record["stages"][0]["note"]
+    assert {path.name for path in tmp_path.iterdir()} == {"stages.json", "gpu.log"}
+
+
+@pytest.mark.slow
+def test_gpu_script_goes_on_after_a_failed_stage_and_exits_non_zero(tmp_path):
+    # An interpreter that fails the tests and the PDD op benchmark (exit status 3), and runs the rest.
+    python = tmp_path / "python"
+    python.write_text(f'#!/usr/bin/env bash\ncase "$1 $2" in "-m pytest"|"benchmarks/pdd_op.py "*) exit 3;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    run = gpu_script("--cpu-smoke", "--only", "cuda-tests,pdd-op", "--out", str(out), python=str(python))
+    assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-4000:]
+    record = json.loads((out / "stages.json").read_text())
+    assert [(stage["stage"], stage["status"], stage["note"]) for stage in record["stages"]] == [
+        ("cuda-tests", "failed", "exit status 3"),
+        ("pdd-op", "failed", "exit status 3"),
+    ]
+    assert "SOME STAGES FAILED" in run.stdout and "| pdd-op | failed |" in run.stdout
+
+
+def test_gpu_script_refuses_bad_arguments_and_a_machine_without_cuda(tmp_path):
+    out = tmp_path / "out"
+    bad = (
+        (["--cpu-smoke", "--budget", "soon"], "--budget"),
+        (["--cpu-smoke", "--only", "pdd-op,benchmark"], "--only"),
+        (["--cpu-smoke", "--gpus", "2"], "--gpus"),
+    )
+    if shutil.which("nvidia-smi") is None:
+        bad += (([], "no CUDA device"),)
+    for argv, message in bad:
+        run = gpu_script(*argv, "--out", str(out))
+        assert run.returncode == 2 and message in run.stdout, run.stdout + run.stderr
+        assert not out.exists()
