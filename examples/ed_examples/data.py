@@ -26,7 +26,6 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 
-
 class DatasetSpec(NamedTuple):
     """What the members and the training loop need to know about a data set."""
 

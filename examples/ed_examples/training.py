@@ -53,7 +53,6 @@ from .run_dir import (
     save_torch,
 )
 
-
 PDD_SCALINGS = ("inverted", "authors")
 """``--pdd-scaling``: inverted dropout (the library's default, ``rescale=True``) or the authors' unscaled mask."""
 
