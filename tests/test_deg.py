@@ -689,3 +689,46 @@ def test_transposed_gradients_are_reported_when_k_is_given():
     with pytest.raises(ValueError, match=r"num_members=3.*got 5.*grads\.transpose\(0, 1\)"):
         dispersed_gradient_loss(grads, num_members=3)
     dispersed_gradient_loss(grads.transpose(0, 1), num_members=3)
+
+
+# --- the penalty on part of the batch ---------------------------------------------------------
+
+
+def test_penalty_fraction_penalises_the_first_samples_and_keeps_the_full_batch_losses(mixed_ensemble):
+    models, x, y = mixed_ensemble
+    part = deg_penalty(models, x, y, penalty_fraction=0.5)  # ceil(0.5 * 6) = 3 samples
+    on_sub_batch = deg_penalty(models, x[:3], y[:3])
+    full = deg_penalty(models, x, y)
+    torch.testing.assert_close(part.penalty, on_sub_batch.penalty)
+    torch.testing.assert_close(part.logits, full.logits)
+    torch.testing.assert_close(part.losses, full.losses)
+    # eq. 4's gradient: the full batch's CE plus lambda times the sub-batch's penalty
+    params = [p for model in models for p in model.parameters()]
+    got = torch.autograd.grad(part.losses.mean() + 0.01 * part.penalty, params)
+    expected = torch.autograd.grad(full.losses.mean() + 0.01 * on_sub_batch.penalty, params)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_penalty_fraction_one_is_the_plain_penalty(mixed_ensemble):
+    models, x, y = mixed_ensemble
+    torch.testing.assert_close(deg_penalty(models, x, y, penalty_fraction=1.0).penalty, deg_penalty(models, x, y).penalty)
+    tiny = deg_penalty(models, x, y, penalty_fraction=1e-6)  # at least one sample
+    torch.testing.assert_close(tiny.penalty, deg_penalty(models, x[:1], y[:1]).penalty)
+
+
+def test_penalty_fraction_through_an_ensemble_with_pdd_counts_every_sample():
+    from ensemble_diversity import Ensemble, PriorityDiversifiedDropout
+
+    torch.manual_seed(0)
+    ensemble = Ensemble([nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)) for _ in range(3)], pdd=PriorityDiversifiedDropout(3))
+    out = deg_penalty(ensemble, torch.randn(8, 4), torch.randint(0, 3, (8,)), penalty_fraction=0.25)
+    assert out.logits.shape == (3, 8, 3) and torch.isfinite(out.penalty)
+    assert ensemble.pdd.priority_counts.sum().item() == 3 * 8
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5, math.nan, True, "half"])
+def test_penalty_fraction_must_be_in_the_unit_interval(mixed_ensemble, fraction):
+    models, x, y = mixed_ensemble
+    with pytest.raises(ValueError, match="`penalty_fraction`"):
+        deg_penalty(models, x, y, penalty_fraction=fraction)

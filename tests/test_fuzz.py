@@ -180,15 +180,22 @@ def model_lists(draw) -> list[nn.Module]:
 
 
 @SETTINGS
-@given(models=model_lists(), x=model_inputs(), y=labels(), wrap=st.booleans(), graph=st.booleans())
-def test_gradient_penalties(models, x, y, wrap, graph):
+@given(
+    models=model_lists(),
+    x=model_inputs(),
+    y=labels(),
+    wrap=st.booleans(),
+    graph=st.booleans(),
+    fraction=st.sampled_from([1.0, 0.5, 1e-3, 0.0, 2.0, math.nan]),
+)
+def test_gradient_penalties(models, x, y, wrap, graph, fraction):
     target = models
     if wrap:
         target = check_call(ed.Ensemble, models, pdd=check_call(ed.PriorityDiversifiedDropout, max(len(models), 2)))
         if target is None:
             return
     for penalty in (ed.deg_penalty, ed.gal_penalty):
-        check_call(penalty, target, x, y, create_graph=graph)
+        check_call(penalty, target, x, y, create_graph=graph, penalty_fraction=fraction)
 
 
 @SETTINGS

@@ -234,3 +234,10 @@ def test_validation_names_arguments(ensemble):
         gal_penalty(models, x.long(), y)
     with pytest.raises(ValueError, match="y"):
         gal_penalty(models, x, y[:2])
+
+
+def test_penalty_fraction_computes_gal_on_the_first_samples(ensemble):
+    models, x, y = ensemble
+    part = gal_penalty(models, x, y, penalty_fraction=0.4)  # ceil(0.4 * 5) = 2 samples
+    torch.testing.assert_close(part.penalty, gal_penalty(models, x[:2], y[:2]).penalty)
+    torch.testing.assert_close(part.losses, gal_penalty(models, x, y).losses)

@@ -37,6 +37,7 @@ What the authors' code does where the paper is silent (github.com/ALIS-Lab/AAAI2
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, cast
 
@@ -201,6 +202,7 @@ def deg_penalty(
     *,
     loss_fn: LossFn = F.cross_entropy,
     create_graph: bool = True,
+    penalty_fraction: float = 1.0,
 ) -> GradientPenalty:
     """DEG penalty (eq. 3) of an ensemble on one batch, with the members' logits and losses.
 
@@ -236,6 +238,13 @@ def deg_penalty(
         loss_fn: ``loss_fn(logits_k, y) -> scalar`` for one member; must reduce over the batch.
         create_graph: see :func:`member_input_gradients`; False gives a penalty without graph
             (for measuring), while ``logits`` and ``losses`` keep theirs.
+        penalty_fraction: the share of the batch the penalty is computed on, in (0, 1]: its
+            first ``n = ceil(penalty_fraction * B)`` samples (shuffle the batches). The cosine
+            of eq. 3 is a mean over samples, so a random sub-batch estimates it without bias,
+            and double backprop, the penalty's cost, runs on n samples only; the other samples
+            take a plain forward (two forwards per member in all: BatchNorm in training mode
+            then normalises and updates its statistics per part). ``logits`` and ``losses``
+            still cover the whole batch.
 
     Returns:
         :class:`GradientPenalty` ``(penalty, logits [K, B, L], losses [K])``.
@@ -245,7 +254,7 @@ def deg_penalty(
         when samples do not interact in the forward pass: BatchNorm in training mode couples
         them, exactly as it did in the authors' ResNets.
     """
-    return _gradient_penalty(models, x, y, loss_fn, create_graph, lambda grads: _dispersion(grads, 1e-12))
+    return _gradient_penalty(models, x, y, loss_fn, create_graph, lambda grads: _dispersion(grads, 1e-12), penalty_fraction)
 
 
 # Shared with gal.py: everything but the reduction over member pairs.
@@ -269,9 +278,11 @@ def _gradient_penalty(
     loss_fn: LossFn,
     create_graph: bool,
     reduce_pairs: Callable[[Tensor], Tensor],
+    penalty_fraction: float,
 ) -> GradientPenalty:
-    """Forward each member once, take its input gradient, and reduce the ``[K, B, ...]``
-    gradients to a scalar with ``reduce_pairs`` (eq. 3 for DEG, log-sum-exp for GAL)."""
+    """Forward each member once, take its input gradient on the penalised samples, and reduce
+    the ``[K, n, ...]`` gradients to a scalar with ``reduce_pairs`` (eq. 3 for DEG, log-sum-exp
+    for GAL)."""
     members = models if isinstance(models, Ensemble) else _member_list(models)
     if isinstance(models, Ensemble) and models.num_members < 2:
         raise ValueError(
@@ -285,31 +296,45 @@ def _gradient_penalty(
     if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
         check_labels(y, "y", x.shape[0])
 
+    penalised = _penalised_samples(x.shape[0], penalty_fraction)
     # One input per member (views of x, no copy): one backward pass gives all K gradients.
     num_members = members.num_members if isinstance(members, Ensemble) else len(members)
-    stacked_inputs = member_inputs(x, num_members)
+    stacked_inputs = member_inputs(x[:penalised], num_members)
     inputs: Tensor | list[Tensor] = stacked_inputs
     if isinstance(members, Ensemble):
         # The ensemble runs member k on inputs[k], through PDD in training mode.
         logits = list(members.member_logits(stacked_inputs, per_member=True).unbind(0))
+        rest = members.member_logits(x[penalised:]).unbind(0) if penalised < x.shape[0] else ()
     else:
         check_member_placement(members, x)
         # As separate tensors, each member's use of its input is checked.
         inputs = list(stacked_inputs.unbind(0))
         logits = [model(member_input) for model, member_input in zip(members, inputs)]
+        rest = tuple(model(x[penalised:]) for model in members) if penalised < x.shape[0] else ()
+    if rest:
+        # The samples outside the penalised part run as a plain forward: no input gradient.
+        logits = [torch.cat([part, other]) for part, other in zip(logits, rest)]
     _check_logits(logits, x.shape[0])
     if default_ce:
         _check_cross_entropy_targets(logits, y)
     losses = [loss_fn(member_logits, y) for member_logits in logits]
     _check_losses(losses)
+    penalised_losses = losses if not rest else [loss_fn(member_logits[:penalised], y[:penalised]) for member_logits in logits]
 
-    grads = _per_member_gradients(losses, inputs, create_graph, "x")
+    grads = _per_member_gradients(penalised_losses, inputs, create_graph, "x")
     if finite_check_wanted(grads, None) and not bool(torch.isfinite(grads).all()):
         raise ValueError(
             "Expected the members' input gradients to be finite, but they hold NaN or inf; "
             "check the parameters of `models` and the values of `x` and `y`"
         )
     return GradientPenalty(reduce_pairs(grads), torch.stack(logits), torch.stack(losses))
+
+
+def _penalised_samples(batch: int, fraction: float) -> int:
+    """How many of the batch's first samples the penalty is computed on: ``ceil(fraction * B)``, at least 1."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"Expected argument `penalty_fraction` to be a number in (0, 1], but got {fraction!r}")
+    return max(1, math.ceil(fraction * batch))
 
 
 def _loss_list(losses: MemberTensors, name: str) -> list[Tensor]:

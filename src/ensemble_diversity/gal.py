@@ -75,6 +75,7 @@ def gal_penalty(
     *,
     loss_fn: LossFn = F.cross_entropy,
     create_graph: bool = True,
+    penalty_fraction: float = 1.0,
 ) -> GradientPenalty:
     """GAL of an ensemble on one batch, with the members' logits and losses.
 
@@ -101,8 +102,10 @@ def gal_penalty(
         y: targets passed to ``loss_fn`` (class indices ``[B]`` for the default cross-entropy).
         loss_fn: ``loss_fn(logits_k, y) -> scalar`` for one member.
         create_graph: keep the graph of the input gradients (needed to train on the penalty).
+        penalty_fraction: the share of the batch GAL is computed on (its first samples), in
+            (0, 1]; see :func:`~ensemble_diversity.deg.deg_penalty`.
 
     Returns:
         :class:`~ensemble_diversity.deg.GradientPenalty` ``(penalty, logits [K, B, L], losses [K])``.
     """
-    return _gradient_penalty(models, x, y, loss_fn, create_graph, lambda grads: _alignment(grads, 1e-12))
+    return _gradient_penalty(models, x, y, loss_fn, create_graph, lambda grads: _alignment(grads, 1e-12), penalty_fraction)
