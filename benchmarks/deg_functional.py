@@ -34,8 +34,10 @@ torchvision's ``BasicBlock`` (ResNet-18, CIFAR stem: a 3x3 convolution, no pooli
 The first step of each row compiles (forward at the call, backward at the first
 ``backward()``): its time less the row's median step is reported as compile time. That first
 step also checks exactness: every row starts from the same members and batch, and its
-objective, penalty, parameter gradients and BatchNorm running statistics after the step are
-compared with ``deg``'s (``exactness`` in the JSON: the largest absolute differences). A row
+penalty, parameter gradients and BatchNorm running statistics after the step are compared with
+``deg``'s and with ``deg``'s in float64 (``exactness_vs_deg`` in the JSON: the largest absolute
+differences, and for the gradients the largest ``max |a - b| / max |b|`` over parameter
+tensors; ``deg``'s own row against float64 is the scale of float32 rounding). A row
 that fails (an unsupported op, a graph break under ``fullgraph=True``, an error) is recorded
 with its error and dropped from the timing.
 
@@ -43,7 +45,8 @@ Timing: the rows are interleaved (each once per round, in a rotated order), warm
 excluded; each row has the median and quartiles of its time and of its per-round ratio to the
 baseline's time in the same round (rows of one round share the machine's load of that moment).
 JSON (``--out``): the machine record, torch and torchvision versions, the settings, every
-round's times, compile times, exactness and failures.
+round's times, compile times, exactness and failures; ``--profile N`` adds each row's N
+costliest operators in one more step under ``torch.profiler``.
 """
 
 from __future__ import annotations
@@ -261,6 +264,15 @@ def _max_difference(first: list[list[Tensor]], second: list[list[Tensor]]) -> fl
     return max(float((a - b).abs().max()) for a_member, b_member in zip(first, second) for a, b in zip(a_member, b_member))
 
 
+def _max_relative_difference(first: list[list[Tensor]], second: list[list[Tensor]]) -> float:
+    """The largest over tensors of ``max |a - b| / max |b|``: the difference on the scale of the tensor it is in."""
+    return max(
+        float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+        for a_member, b_member in zip(first, second)
+        for a, b in zip(a_member, b_member)
+    )
+
+
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     """Lower quartile, median, upper quartile (``statistics.quantiles``, inclusive); one value is its own quartiles."""
     if len(values) == 1:
@@ -281,6 +293,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="rounds run after the compiling first step, not timed")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: the shared 2-core machine)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="after timing, one more step of each row under torch.profiler: its N costliest operators (self CPU time)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     return parser.parse_args(argv)
 
@@ -319,6 +337,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         states[name] = ([[t.detach().clone() for t in member] for member in grads], [[t.detach().clone() for t in member] for member in buffers])
         print(f"{name}: first step {first_seconds[name]:.1f} s, penalty {first_penalty[name]:.6f}", flush=True)
 
+    # The scale of float32 rounding: the same first step of ``deg`` in float64.
+    step64 = make_step("deg", [copy.deepcopy(member).double() for member in members], x.double(), y)
+    penalty64 = float(step64.run())
+    grads64, buffers64 = step64.state()
     exactness: dict[str, dict[str, float]] = {}
     reference_grads, reference_buffers = states["deg"]
     for name in steps:
@@ -328,7 +350,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         exactness[name] = {
             "penalty": abs(first_penalty[name] - first_penalty["deg"]),
             "parameter_gradients": _max_difference(grads, reference_grads),
+            "parameter_gradients_relative": _max_relative_difference(grads, reference_grads),
             "running_statistics": _max_difference(buffers, reference_buffers),
+            "penalty_vs_float64": abs(first_penalty[name] - penalty64),
+            "parameter_gradients_relative_vs_float64": _max_relative_difference(grads, grads64),
+            "running_statistics_vs_float64": _max_difference(buffers, buffers64),
         }
 
     order = list(steps)
@@ -343,6 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 times[name].append(seconds)
         print(f"round {round_index + 1}/{args.warmup + args.rounds}", flush=True)
 
+    profiles = {name: profile_step(steps[name], args.profile) for name in order} if args.profile else {}
     rows: dict[str, dict[str, Any]] = {}
     for name in order:
         low, median, high = quartiles(times[name])
@@ -360,6 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "exactness_vs_deg": exactness.get(name),
             "all_seconds": times[name],
         }
+        if profiles:
+            rows[name]["profile"] = profiles[name]
     result = {
         "benchmark": "deg_functional",
         "command": "python benchmarks/deg_functional.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -388,9 +417,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def profile_step(step: Step, top: int) -> list[dict[str, Any]]:
+    """One ``step.run()`` under ``torch.profiler``: its ``top`` costliest operators by self CPU time, with their share of the step."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        step.run()
+    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+    total = sum(event.self_cpu_time_total for event in events)
+    events.sort(key=lambda event: event.self_cpu_time_total, reverse=True)
+    return [
+        {"operator": event.key, "calls": event.count, "self_ms": event.self_cpu_time_total / 1000, "share": event.self_cpu_time_total / total}
+        for event in events[:top]
+    ]
+
+
 def print_table(result: dict[str, Any]) -> None:
-    print("| step | ms (quartiles) | x baseline | per-round ratio (quartiles) | compile s | max grad diff vs deg |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| step | ms (quartiles) | x baseline | per-round ratio (quartiles) | compile s | grad diff vs deg (relative) | vs float64 deg (relative) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, row in result["rows"].items():
         low, high = row["seconds_quartiles"]
         ratio_low, ratio_high = row["round_ratio_quartiles"]
@@ -398,10 +442,11 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"| {name} | {1000 * row['seconds_per_step']:.0f} ({1000 * low:.0f}-{1000 * high:.0f}) | {row['ratio_to_baseline']:.2f} | "
             f"{row['round_ratio_median']:.2f} ({ratio_low:.2f}-{ratio_high:.2f}) | {row['compile_seconds']:.0f} | "
-            f"{'' if exact is None else format(exact['parameter_gradients'], '.1e')} |"
+            f"{'' if exact is None else format(exact['parameter_gradients_relative'], '.1e')} | "
+            f"{'' if exact is None else format(exact['parameter_gradients_relative_vs_float64'], '.1e')} |"
         )
     for name, error in result["failures"].items():
-        print(f"| {name} | failed: {error.splitlines()[0][:200]} | | | | |")
+        print(f"| {name} | failed: {error.splitlines()[0][:200]} | | | | | |")
 
 
 if __name__ == "__main__":
