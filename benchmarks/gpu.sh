@@ -26,7 +26,7 @@
 # 2 when it cannot run here (bad arguments, no CUDA device without --cpu-smoke, no torch to be had).
 #
 # It installs only what is missing: torch and torchvision (pip, only when they are not installed),
-# pytest and hypothesis (the tests need them); the library runs from src/ (PYTHONPATH).
+# pytest and hypothesis (the tests need them); the library runs from src/, the harness from examples/ (PYTHONPATH).
 
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -77,7 +77,8 @@ mkdir -p "$OUT_DIR" || die "cannot make the output folder $OUT_DIR"
 exec > >(tee -a "$OUT_DIR/gpu.log") 2>&1
 TEE=$!
 trap 'exec >&- 2>&-; wait "$TEE"' EXIT  # the log and the output complete when the script ends
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# src: the library; examples: the harness (huang2021) that train_step.py times; benchmarks: machine.py.
+export PYTHONPATH="$PWD/src:$PWD/examples:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-$(command -v python3 || command -v python)}  # the device machine's python3 holds its torch
 [[ -n $PY ]] || die "no python3 on PATH"
 
@@ -104,8 +105,6 @@ import torch
 import torchvision
 
 import ensemble_diversity
-
-sys.path.insert(0, "benchmarks")
 from machine import machine
 
 path, device, budget = sys.argv[1], torch.device(sys.argv[2]), int(sys.argv[3])

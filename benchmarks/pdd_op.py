@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from machine import machine
 
 from ensemble_diversity import PriorityDiversifiedDropout
@@ -60,6 +59,16 @@ def check_no_host_sync(pdd: PriorityDiversifiedDropout, features: torch.Tensor) 
     return "passed: no host synchronisation"
 
 
+def calls(pdd: PriorityDiversifiedDropout, features: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The timed calls on ``features``: plain dropout, PDD, and PDD compiled."""
+    compiled = torch.compile(pdd, fullgraph=True)
+    return {
+        "dropout": lambda: F.dropout(features, p=0.5, training=True),
+        "pdd": lambda: pdd(features),
+        "pdd compiled": lambda: compiled(features),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -76,12 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         torch.manual_seed(0)
         features = torch.relu(torch.randn(shape, device=device))
         pdd = PriorityDiversifiedDropout(shape[0]).to(device)
-        compiled = torch.compile(pdd, fullgraph=True)
-        candidates = {
-            "dropout": lambda: F.dropout(features, p=0.5, training=True),
-            "pdd": lambda: pdd(features),
-            "pdd compiled": lambda: compiled(features),
-        }
+        candidates = calls(pdd, features)
         for fn in candidates.values():  # warm-up, compilation included
             time_per_call(fn, device, 3)
         times: dict[str, list[float]] = {name: [] for name in candidates}

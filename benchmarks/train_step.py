@@ -1,12 +1,14 @@
 """What each regulariser costs per training step, as a ratio to the baseline measured in the same run.
 
-    PYTHONPATH=src python benchmarks/train_step.py --small          # narrow members, 2 CPU cores, minutes
-    PYTHONPATH=src python benchmarks/train_step.py --device cuda --compile inductor  # ResNet-18 members, the issue's setting
-    PYTHONPATH=src python benchmarks/train_step.py --torchvision --threads 1   # what a user's loop costs, K=3, batch 32
+    PYTHONPATH=src:examples python benchmarks/train_step.py --small          # narrow members, 2 CPU cores, minutes
+    PYTHONPATH=src:examples python benchmarks/train_step.py --device cuda --compile inductor  # ResNet-18 members, the issue's setting
+    PYTHONPATH=src:examples python benchmarks/train_step.py --torchvision --threads 1   # what a user's loop costs, K=3, batch 32
+
+``examples`` on ``PYTHONPATH``: the harness package ``huang2021`` (its members and objective).
 
 One step is forward, loss, backward and SGD update of K ResNet-18 members (torchvision's blocks,
-CIFAR stem, ``examples/ed_examples/resnet.py``) on a batch of 64 images 3x32x32 with 100
-classes, built by the training objective of ``examples/`` (``ed_examples.methods``), so what is
+CIFAR stem, ``examples/huang2021/members/resnet.py``) on a batch of 64 images 3x32x32 with 100
+classes, built by the training objective of ``examples/`` (``huang2021.training.objective``), so what is
 timed is what the examples train. Steps timed:
 
 - the methods: ``baseline`` (eq. 1), ``adp``, ``pdd``, ``deg``, ``pdd+deg``, ``gal``;
@@ -47,25 +49,25 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from huang2021.members.resnet import ResNetMember
+from huang2021.training.config import Weights
+from huang2021.training.distributed import EnsembleForward
+from huang2021.training.methods import METHODS
+from huang2021.training.objective import training_objective
+from machine import machine
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-from ed_examples.methods import METHODS, Weights, training_objective  # noqa: E402
-from ed_examples.resnet import ResNetMember  # noqa: E402
-from machine import machine  # noqa: E402
-
-from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, VectorizedMembers, deg_penalty, ensemble_cross_entropy  # noqa: E402
-from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs  # noqa: E402
+from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, VectorizedMembers, deg_penalty, ensemble_cross_entropy
+from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs
 
 PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
 FAST_PATHS = ("deg every N", "deg bf16", "baseline vmap", "deg vmap", "deg one pass per member")
@@ -115,6 +117,7 @@ def step_function(name: str, setting: Setting, deg_every: int = 4, compile_backe
     members = setting.members()
     pdd = PriorityDiversifiedDropout(setting.num_members).to(setting.images.device) if method.pdd else None
     ensemble = Ensemble(members, pdd=pdd)
+    model = EnsembleForward(ensemble)
     if name in COMPILED_PATHS:
         # The members as Ensemble split them (each runs up to its head): one graph for all K,
         # compiled at the first step (warm-up). Steps with DEG or GAL cannot be compiled this
@@ -132,7 +135,7 @@ def step_function(name: str, setting: Setting, deg_every: int = 4, compile_backe
         counter[0] += 1
         with autocast():
             objective = training_objective(
-                method, ensemble, setting.images, setting.labels, WEIGHTS, with_penalty=with_penalty
+                method, model, setting.images, setting.labels, WEIGHTS, with_penalty=with_penalty
             )
         return sgd_update(optimizer, objective.loss, objective.penalty)
 
@@ -463,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.torchvision:
         settings |= {"torchvision": setting.torchvision_version, "steps": {name: USER_STEPS[name] for name in names}}
     else:
-        settings |= {"width": width, "weights": WEIGHTS._asdict(), "deg_every": args.deg_every, "compile_backend": args.compile}
+        settings |= {"width": width, "weights": asdict(WEIGHTS), "deg_every": args.deg_every, "compile_backend": args.compile}
     result = {"benchmark": "train_step", **machine(device), "settings": settings, "results": results}
     out = args.out or Path(f"benchmarks/results/train_step{'-torchvision' if args.torchvision else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

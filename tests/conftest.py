@@ -1,13 +1,17 @@
-"""Makes ``examples/`` and ``benchmarks/`` importable as their scripts import them (``ed_examples``, ``machine``); shared fixtures.
+"""The ``--library-only`` and ``--installed`` options; shared fixtures.
+
+The harness (``examples/huang2021``) and the benchmarks' ``machine`` are importable because
+pyproject.toml's ``pythonpath`` puts ``examples/`` and ``benchmarks/`` on the path, as running
+their scripts does.
 
 The library's own tests and the harness's tests share ``tests/``. A test module is a harness
-module when its source names the harness: ``ed_examples``, an import of ``machine``, or the
+module when its source names the harness: ``huang2021``, an import of ``machine``, or the
 ``"examples"``/``"benchmarks"`` folder as a path part. ``python -m pytest --library-only``
 does not even import those modules (their top-level imports need the extras: scikit-learn,
-torchvision, ART) and runs the library's tests and the doctests in ``src/``; CI runs that on
-the oldest torch the library declares, in a venv without the extras. A new test file is sorted
-by its own source, with no list to edit; a library test that needs an extra skips where it is
-missing.
+torchvision, ART), nor the harness's doctests under ``examples/``, and runs the library's
+tests and the doctests in ``src/``; CI runs that on the oldest torch the library declares, in
+a venv without the extras. A new test file is sorted by its own source, with no list to edit;
+a library test that needs an extra skips where it is missing.
 
 ``--installed`` is for a run against a built wheel: the session stops before any test runs
 unless every ``ensemble_diversity`` module it imported (the tests' and the doctests') comes from
@@ -29,11 +33,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT / "examples", ROOT / "benchmarks"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+EXAMPLES = ROOT / "examples"
 
-HARNESS_SOURCE = re.compile(r"\bed_examples\b|^\s*(?:from|import)\s+machine\b|([\"'])(?:examples|benchmarks)\1", re.MULTILINE)
+HARNESS_SOURCE = re.compile(r"\bhuang2021\b|^\s*(?:from|import)\s+machine\b|([\"'])(?:examples|benchmarks)\1", re.MULTILINE)
 
 
 @cache
@@ -87,7 +89,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if config.getoption("library_only") and is_harness_module(collection_path):
+    if config.getoption("library_only") and (is_harness_module(collection_path) or collection_path.is_relative_to(EXAMPLES)):
         return True
     return None
 

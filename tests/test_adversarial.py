@@ -1,27 +1,28 @@
-"""The advt-* methods' inner loop, ``examples/ed_examples/adversarial.py``: FGSM / PGD examples of the
+"""The advt-* methods' inner loop, ``huang2021/training/adversarial.py``: FGSM / PGD examples of the
 ensemble stay in the eps-ball and in [0, 1], raise the ensemble's loss, touch no parameter or
 buffer, and draw their randomness from the global torch RNG."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
-from ed_examples.adversarial import (
-    DEFAULT_ADVERSARIAL_TRAINING,
-    craft_adversarial,
-    ensemble_cross_entropy_of_average,
-)
-from ed_examples.data import digits_splits
-from ed_examples.members import build_members
-from ed_examples.methods import METHODS, Weights, training_objective
+from huang2021.data.splits import digits_splits
+from huang2021.members import build_members
+from huang2021.training.adversarial import craft_adversarial, ensemble_cross_entropy_of_average
+from huang2021.training.config import AdversarialTraining, Weights
+from huang2021.training.distributed import EnsembleForward
+from huang2021.training.methods import METHODS
+from huang2021.training.objective import training_objective
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, ensemble_cross_entropy
 
-WEIGHTS = Weights("mean", 0.01, 2.0, 0.5)
+WEIGHTS = Weights(ce_reduction="mean")
+DEFAULT = AdversarialTraining()
 
 
 def small_setup(seed: int = 0, batch: int = 16, pdd: PriorityDiversifiedDropout | None = None):
@@ -56,9 +57,7 @@ def test_cross_entropy_of_the_average_matches_the_formula():
 )
 def test_examples_stay_within_eps_and_in_the_unit_box(attack, low, spread, random_start, craft_mode):
     ensemble, images, labels = small_setup()
-    adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(
-        eps=(low, low + spread), steps=3, random_start=random_start, craft_mode=craft_mode
-    )
+    adversarial = replace(DEFAULT, eps=(low, low + spread), steps=3, random_start=random_start, craft_mode=craft_mode)
     crafted = craft_adversarial(attack, ensemble, images, labels, adversarial)
     assert crafted.shape == images.shape and not crafted.requires_grad
     assert (crafted - images).abs().max() <= low + spread + 1e-6
@@ -87,7 +86,7 @@ def fitted():
 def test_attacks_raise_the_ensemble_loss_more_than_random_noise(fitted, attack, labels_used):
     ensemble, images, labels = fitted
     eps = 0.05
-    adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(eps=(eps, eps), labels=labels_used, craft_mode="eval")
+    adversarial = replace(DEFAULT, eps=(eps, eps), labels=labels_used, craft_mode="eval")
     crafted = craft_adversarial(attack, ensemble, images, labels, adversarial)
     noisy = (images + eps * torch.randn_like(images).sign()).clamp(0.0, 1.0)
     with torch.no_grad():
@@ -104,19 +103,19 @@ def test_crafting_touches_no_parameter_gradient_buffer_or_mode():
     ensemble.train()
     buffers = [buffer.clone() for buffer in ensemble.buffers()]
     assert any(name == "pdd.priority_counts" for name, _ in ensemble.named_buffers())
-    crafted = craft_adversarial("pgd", ensemble, images, labels, DEFAULT_ADVERSARIAL_TRAINING._replace(steps=2))
+    crafted = craft_adversarial("pgd", ensemble, images, labels, replace(DEFAULT, steps=2))
     assert not torch.equal(crafted, images)
     assert all(parameter.grad is None for parameter in ensemble.parameters())
     assert all(torch.equal(a, b) for a, b in zip(buffers, ensemble.buffers(), strict=True))
     assert all(module.training for module in ensemble.modules())
     ensemble.eval()
-    craft_adversarial("fgsm", ensemble, images, labels, DEFAULT_ADVERSARIAL_TRAINING)
+    craft_adversarial("fgsm", ensemble, images, labels, DEFAULT)
     assert not any(module.training for module in ensemble.modules())
 
 
 def test_randomness_comes_from_the_global_torch_rng():
     ensemble, images, labels = small_setup()
-    adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(steps=2)
+    adversarial = replace(DEFAULT, steps=2)
     torch.manual_seed(7)
     first = craft_adversarial("pgd", ensemble, images, labels, adversarial)
     torch.manual_seed(7)
@@ -128,12 +127,13 @@ def test_randomness_comes_from_the_global_torch_rng():
 def test_adversarial_objective_mixes_clean_and_adversarial_losses():
     ensemble, images, labels = small_setup()
     method = METHODS["advt-fgsm"]
-    adversarial = DEFAULT_ADVERSARIAL_TRAINING._replace(eps=(0.1, 0.1), labels="true", craft_mode="eval")
+    adversarial = replace(DEFAULT, eps=(0.1, 0.1), labels="true", craft_mode="eval")
     ensemble.eval()  # deterministic forward passes, so the parts can be recomputed
     torch.manual_seed(1)
-    mixed = training_objective(method, ensemble, images, labels, WEIGHTS, adversarial)
-    only_adversarial = training_objective(method, ensemble, images, labels, WEIGHTS, adversarial._replace(weight=1.0))
-    clean = training_objective(METHODS["baseline"], ensemble, images, labels, WEIGHTS)
+    model = EnsembleForward(ensemble)
+    mixed = training_objective(method, model, images, labels, WEIGHTS, adversarial)
+    only_adversarial = training_objective(method, model, images, labels, WEIGHTS, replace(adversarial, weight=1.0))
+    clean = training_objective(METHODS["baseline"], model, images, labels, WEIGHTS)
     assert math.isclose(mixed.loss.item(), 0.5 * clean.loss.item() + 0.5 * only_adversarial.loss.item(), rel_tol=1e-5)
     assert only_adversarial.loss > clean.loss
     torch.testing.assert_close(mixed.logits, clean.logits)
@@ -142,4 +142,4 @@ def test_adversarial_objective_mixes_clean_and_adversarial_losses():
 def test_an_attack_without_settings_is_refused():
     ensemble, images, labels = small_setup()
     with pytest.raises(ValueError, match="adversarial"):
-        training_objective(METHODS["advt-pgd"], ensemble, images, labels, WEIGHTS)
+        training_objective(METHODS["advt-pgd"], EnsembleForward(ensemble), images, labels, WEIGHTS)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
+import runpy
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny sizes: threads would only wait for each other
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load(name: str) -> types.SimpleNamespace:
+    """The globals of the script ``benchmarks/<name>.py`` (``machine`` and ``huang2021`` found through pytest's pythonpath)."""
+    return types.SimpleNamespace(**runpy.run_path(str(BENCHMARKS / f"{name}.py")))
 
 
 @pytest.mark.slow

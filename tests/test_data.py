@@ -1,9 +1,10 @@
-"""The data splits and the training augmentation of ``ed_examples/data.py``."""
+"""The data splits and the training augmentation (``huang2021/data/splits.py``, ``augmentation.py``)."""
 
 from __future__ import annotations
 
 import torch
-from ed_examples.data import CROP_PADDING, CropFlip, batch_images, epoch_generator, load_splits
+from huang2021.data.augmentation import CROP_PADDING, CropFlip, epoch_generator
+from huang2021.data.splits import batch_images, load_splits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

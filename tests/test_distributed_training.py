@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ed_examples.distributed import state_digest
-from ed_examples.trained import load_trained_ensembles
+from huang2021.training.checkpoints import load_trained_ensembles
+from huang2021.training.distributed import state_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--epochs", "2", "--max-batches", "2", "--width", "8", "--methods", "pdd+deg"]

@@ -1,31 +1,27 @@
-"""The diversity section (``ed_examples/diversity_analysis.py``: Table 1, Figs. 1-3) and its
+"""The diversity section (``huang2021/evaluation/diversity_analysis.py``: Table 1, Figs. 1-3) and its
 command, ``examples/diversity.py``."""
 
 from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import re
+import runpy
+import types
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from ed_examples.data import Split, digits_splits
-from ed_examples.diversity_analysis import DATA_JSON, FIG1, FIG2, FIG3, MARKDOWN, PER_IMAGE_CSV, diversity_section
-from ed_examples.evaluation import evaluate
-from ed_examples.members import build_members
+from huang2021.data.splits import Split, digits_splits
+from huang2021.evaluation.clean import evaluate
+from huang2021.evaluation.diversity_analysis import DATA_JSON, FIG1, FIG2, FIG3, MARKDOWN, PER_IMAGE_CSV, diversity_section
+from huang2021.members import build_members
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-_spec = importlib.util.spec_from_file_location("examples_diversity", EXAMPLES / "diversity.py")
-diversity = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(diversity)
-_spec = importlib.util.spec_from_file_location("examples_train", EXAMPLES / "train.py")
-train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train)
-
+diversity = types.SimpleNamespace(**runpy.run_path(str(EXAMPLES / "diversity.py")))
+train = types.SimpleNamespace(**runpy.run_path(str(EXAMPLES / "train.py")))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

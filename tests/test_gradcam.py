@@ -1,4 +1,4 @@
-"""Grad-CAM maps and the distance between the members' hottest regions (``ed_examples/gradcam.py``, Fig. 1)."""
+"""Grad-CAM maps and the distance between the members' hottest regions (``huang2021/evaluation/gradcam.py``, Fig. 1)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from ed_examples.gradcam import centre_distances, grad_cam, hottest_centre, member_grad_cams
-from ed_examples.members import build_members
+from huang2021.evaluation.gradcam import centre_distances, grad_cam, hottest_centre, member_grad_cams
+from huang2021.members import build_members
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -147,7 +147,7 @@ def test_centre_distance_is_invariant_to_scaling_a_map(first, second, exponent):
 
 
 def test_resnet_members_get_maps_of_the_input_size():
-    from ed_examples.resnet import ResNetMember
+    from huang2021.members.resnet import ResNetMember
 
     torch.manual_seed(2)
     members = nn.ModuleList(ResNetMember(18, in_channels=3, num_classes=5, width=4) for _ in range(2)).eval()

@@ -4,9 +4,10 @@ set's published on-disk format, their errors for a missing or wrong ``--data-roo
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
+import runpy
 import struct
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,12 @@ import pytest
 import torch
 
 pytest.importorskip("torchvision")
-from ed_examples.data import batch_images, load_splits  # noqa: E402
-from ed_examples.image_files import TINY_IMAGENET_URL, read_image_dataset  # noqa: E402
+from huang2021.data.image_files import TINY_IMAGENET_URL, read_image_dataset  # noqa: E402
+from huang2021.data.splits import batch_images, load_splits  # noqa: E402
 from PIL import Image  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-_spec = importlib.util.spec_from_file_location("examples_train", EXAMPLES / "train.py")
-train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train)
+train = types.SimpleNamespace(**runpy.run_path(str(EXAMPLES / "train.py")))
 
 PER_CLASS = {"train": 10, "test": 2}
 CLASSES = 3  # of the data set's 10 / 100 / 200: labels 0, 1, 2 only

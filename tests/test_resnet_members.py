@@ -6,7 +6,7 @@ import pytest
 import torch
 
 pytest.importorskip("torchvision")
-from ed_examples.resnet import ResNetMember  # noqa: E402
+from huang2021.members.resnet import ResNetMember  # noqa: E402
 from torchvision.models import resnet18, resnet34  # noqa: E402
 
 

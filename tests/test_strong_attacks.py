@@ -1,4 +1,4 @@
-"""The strong protocol's orchestration (``ed_examples/attacks.py``): PGD restarts and every
+"""The strong protocol's orchestration (``huang2021/evaluation/attacks.py``): PGD restarts and every
 AutoAttack stage attack only the images that all earlier ones failed on, APGD-T targets the
 classes with the next-highest clean logits, and an image falls when it is misclassified.
 
@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("art")
 
-from ed_examples import attacks
-from ed_examples.attacks import AttackSettings, auto_attack, pgd_strong
+from huang2021.evaluation import attacks
+from huang2021.evaluation.attacks import AttackSettings, auto_attack, pgd_strong
 
 
 class PixelLogits:

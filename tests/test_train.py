@@ -1,12 +1,13 @@
 """The main command, ``examples/train.py``: every method trains, the run directory is complete,
-bad flags are refused, and ``--resume`` continues an interrupted run exactly."""
+bad flags are refused, and ``--resume`` continues an interrupted run exactly; the training
+objective of each method (``huang2021/training/objective.py``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -16,19 +17,26 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from huang2021.evaluation.clean import CleanScores, comparison
+from huang2021.members import DESCRIPTION, build_members
+from huang2021.run_dir import save_json
+from huang2021.training import loop
+from huang2021.training.config import Weights
+from huang2021.training.distributed import EnsembleForward
+from huang2021.training.methods import METHODS, parse_methods
+from huang2021.training.objective import training_objective
+
+from ensemble_diversity import (
+    Ensemble,
+    PriorityDiversifiedDropout,
+    adp_regularizer,
+    dispersed_gradient_loss,
+    gradient_alignment_loss,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-from ed_examples.evaluation import Evaluation, comparison
-from ed_examples.members import build_members
-from ed_examples.methods import METHODS, Weights, parse_methods, training_objective
-from ed_examples.run_dir import save_json
-
-from ensemble_diversity import Ensemble, PriorityDiversifiedDropout
-
-_spec = importlib.util.spec_from_file_location("examples_train", EXAMPLES / "train.py")
-train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train)
+train = types.SimpleNamespace(**runpy.run_path(str(EXAMPLES / "train.py")))
 
 FAST = ["--max-batches", "2", "--width", "16"]
 
@@ -48,8 +56,30 @@ def load_ensemble(path: Path, num_members: int = 3) -> Ensemble:
     return ensemble
 
 
-def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
+def record_steps(monkeypatch) -> list[tuple[str, bool, float, int]]:
+    """Each training step's (method, with_penalty, penalty, batch size), as the loop calls the objective."""
+    steps = []
+    objective = loop.training_objective
+    names = {method: name for name, method in METHODS.items()}
+
+    def recorded(method, model, images, labels, weights, adversarial=None, *, with_penalty=True):
+        result = objective(method, model, images, labels, weights, adversarial, with_penalty=with_penalty)
+        steps.append((names[method], with_penalty, result.penalty.item(), len(labels)))
+        return result
+
+    monkeypatch.setattr(loop, "training_objective", recorded)
+    return steps
+
+
+def logged_penalty(steps: list[tuple[str, bool, float, int]]) -> float:
+    """What metrics.jsonl's ``penalty`` must be: the mean over the penalised steps' images (0 without one)."""
+    penalised = [(penalty, size) for _, with_penalty, penalty, size in steps if with_penalty]
+    return sum(penalty * size for penalty, size in penalised) / max(sum(size for _, size in penalised), 1)
+
+
+def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys, monkeypatch):
     methods = list(METHODS)
+    steps = record_steps(monkeypatch)
     results = run(tmp_path, "--epochs", "1", "--methods", ",".join(methods))
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -69,10 +99,16 @@ def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
         assert set(record) == {"method", "epoch", "loss", "penalty", "train_accuracy", "val_accuracy", "lr", "seconds"}
         assert record["epoch"] == 1 and record["lr"] == 0.02
         assert 0.0 <= record["train_accuracy"] <= 1.0 and 0.0 <= record["val_accuracy"] <= 1.0
+    # Each method's logged penalty is its steps' (test_the_penalty_is_the_methods_regulariser
+    # checks those), averaged over its 2 steps of 64 images.
     penalty = {r["method"]: r["penalty"] for r in records}
-    assert penalty["baseline"] == 0.0 and penalty["pdd"] == 0.0
-    assert penalty["adp"] != 0.0
-    for name in ("deg", "pdd+deg"):  # eq. 3 with K=3: a sum of 3 cosines
+    for name in methods:
+        mine = [step for step in steps if step[0] == name]
+        assert [(size, with_penalty) for _, with_penalty, _, size in mine] == [(64, True), (64, True)]
+        assert penalty[name] == pytest.approx(logged_penalty(mine), rel=1e-6)
+    for name in ("baseline", "pdd", "advt-fgsm", "advt-pgd", "advt-fgsm+pdd", "advt-pgd+pdd"):
+        assert penalty[name] == 0.0
+    for name in ("deg", "pdd+deg", "gal"):  # eq. 3 with K=3: a sum of 3 cosines
         assert penalty[name] != 0.0 and -3.0 <= penalty[name] <= 3.0
 
     assert json.loads((tmp_path / "results.json").read_text()) == results
@@ -85,9 +121,10 @@ def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys):
         ensemble = load_ensemble(tmp_path / f"model-{name}.pt").eval()
         assert ensemble(torch.rand(4, 1, 8, 8)).shape == (4, 10)
 
-    out = capsys.readouterr().out
-    assert "ResNet-18" in out
-    assert all(name in out for name in methods)
+    out = capsys.readouterr().out.splitlines()
+    assert f"members: K=3 {DESCRIPTION['cnn'].format(width=16)}" in out
+    table = out[out.index(next(line for line in out if line.startswith("method "))) :]
+    assert [line.split()[0] for line in table[2 : 2 + len(methods)]] == methods
 
 
 def test_same_seed_gives_every_method_the_same_initial_members(tmp_path):
@@ -213,7 +250,9 @@ def test_bf16_autocast_trains_and_stays_close_to_float32(tmp_path):
     assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02)
     assert bf16["loss"] != fp32["loss"]  # autocast was on
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["flags"]["amp"] == "bf16"
-    assert 0.0 <= half["methods"]["pdd+deg"]["test_accuracy"] <= 1.0 and full["methods"]
+    assert list(full["methods"]) == list(half["methods"]) == ["pdd+deg"]
+    for results in (full, half):
+        assert 0.0 <= results["methods"]["pdd+deg"]["test_accuracy"] <= 1.0
 
 
 def test_resume_appends_an_epoch_the_log_missed(tmp_path):
@@ -277,40 +316,84 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
-def test_deg_every_n_skips_the_penalty_between_penalised_steps(tmp_path):
-    """--deg-every N: a step without the penalty is the baseline's step; the logged penalty
-    averages the penalised steps only."""
+def test_deg_every_n_skips_the_penalty_between_penalised_steps():
+    """A step without the penalty is the baseline's step."""
     torch.manual_seed(0)
-    ensemble = Ensemble(build_members(3, 8, 10))
+    model = EnsembleForward(Ensemble(build_members(3, 8, 10)))
     images, labels = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
-    weights = Weights("mean", 0.01, 2.0, 0.5)
-    skipped = training_objective(METHODS["deg"], ensemble, images, labels, weights, with_penalty=False)
-    baseline = training_objective(METHODS["baseline"], ensemble, images, labels, weights)
-    penalised = training_objective(METHODS["deg"], ensemble, images, labels, weights)
+    weights = Weights(ce_reduction="mean")
+    skipped = training_objective(METHODS["deg"], model, images, labels, weights, with_penalty=False)
+    baseline = training_objective(METHODS["baseline"], model, images, labels, weights)
+    penalised = training_objective(METHODS["deg"], model, images, labels, weights)
     torch.testing.assert_close(skipped.loss, baseline.loss)
     assert skipped.penalty == 0 and penalised.penalty != 0
     torch.testing.assert_close(penalised.loss, baseline.loss + 0.01 * penalised.penalty)
 
-    every = run(tmp_path / "every", "--epochs", "1", "--max-batches", "3", "--methods", "deg", "--deg-every", "2")
-    (record,) = lines(tmp_path / "every" / "metrics.jsonl")
-    assert every["methods"]["deg"]["test_accuracy"] > 0 and record["penalty"] != 0
+
+def test_deg_every_n_penalises_every_nth_step_of_the_run_and_logs_their_mean(tmp_path, monkeypatch):
+    """--deg-every 2 over 2 epochs of 3 steps penalises steps 1, 3 and 5 of the run, counted from its
+    first step, so a run resumed after the first epoch penalises the same steps."""
+    steps = record_steps(monkeypatch)
+    flags = ["--epochs", "2", "--max-batches", "3", "--methods", "deg", "--deg-every", "2"]
+    run(tmp_path / "whole", *flags)
+    assert [with_penalty for _, with_penalty, _, _ in steps] == [True, False, True, False, True, False]
+    for record, epoch_steps in zip(lines(tmp_path / "whole" / "metrics.jsonl"), (steps[:3], steps[3:]), strict=True):
+        assert record["penalty"] == pytest.approx(logged_penalty(epoch_steps), rel=1e-6) and record["penalty"] != 0
+    assert all(penalty == 0.0 for _, with_penalty, penalty, _ in steps if not with_penalty)
+
+    whole = list(steps)
+    steps.clear()
+    run(tmp_path / "split", *flags, "--stop-after-epochs", "1")
+    train.main(["--resume", str(tmp_path / "split")])
+    assert steps == whole
 
 
-def test_ce_reduction_auto_sums_the_members_ce_for_adp_only():
-    """ADP's weights were tuned against summed members' CE (Pang et al.), the others' against the mean."""
+@pytest.fixture
+def fixed_ensemble():
+    """An untrained ensemble in eval mode (deterministic forward passes) and a batch."""
     torch.manual_seed(0)
-    ensemble = Ensemble(build_members(3, 8, 10)).eval()  # deterministic forward passes
-    images, labels = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    ensemble = Ensemble(build_members(3, 8, 10)).eval()
+    return ensemble, torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
+
+
+def test_ce_reduction_auto_sums_the_members_ce_for_adp_only(fixed_ensemble):
+    """ADP's weights were tuned against summed members' CE (Pang et al.), the others' against the mean."""
+    ensemble, images, labels = fixed_ensemble
 
     def loss(method: str, reduction: str) -> torch.Tensor:
-        return training_objective(METHODS[method], ensemble, images, labels, Weights(reduction, 0.01, 2.0, 0.5)).loss
+        return training_objective(METHODS[method], EnsembleForward(ensemble), images, labels, Weights(ce_reduction=reduction)).loss
 
-    member_losses = torch.stack([torch.nn.functional.cross_entropy(logits, labels) for logits in ensemble.member_logits(images)])
+    member_losses = torch.stack([F.cross_entropy(logits, labels) for logits in ensemble.member_logits(images)])
+    regulariser = adp_regularizer(ensemble.member_logits(images), labels, alpha=2.0, beta=0.5).value
     torch.testing.assert_close(loss("baseline", "auto"), member_losses.mean())
     torch.testing.assert_close(loss("baseline", "sum"), member_losses.sum())
-    regulariser = training_objective(METHODS["adp"], ensemble, images, labels, Weights("auto", 0.01, 2.0, 0.5)).penalty
     torch.testing.assert_close(loss("adp", "auto"), member_losses.sum() + regulariser)
     torch.testing.assert_close(loss("adp", "mean"), member_losses.mean() + regulariser)
+
+
+def test_the_penalty_is_the_methods_regulariser(fixed_ensemble):
+    """ADP: its regulariser on the members' logits; DEG and GAL: eq. 3's sum and GAL's loss of each
+    member's own input gradient, taken here with one backward pass per member; 0 for the others."""
+    ensemble, images, labels = fixed_ensemble
+
+    def objective(method: str):
+        return training_objective(METHODS[method], EnsembleForward(ensemble), images, labels, Weights(adp_alpha=1.5, adp_beta=0.25))
+
+    grads = []
+    for member in ensemble.members:
+        x = images.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(member(x), labels), x)
+        grads.append(grad)
+    grads = torch.stack(grads)  # [K, B, 1, 8, 8]
+    expected = {
+        "adp": adp_regularizer(ensemble.member_logits(images), labels, alpha=1.5, beta=0.25).value,
+        "deg": dispersed_gradient_loss(grads),
+        "gal": gradient_alignment_loss(grads),
+        "baseline": torch.tensor(0.0),
+    }
+    for method, penalty in expected.items():
+        torch.testing.assert_close(objective(method).penalty, penalty.detach(), rtol=1e-5, atol=1e-6)
+    assert -3.0 <= expected["deg"] <= 3.0 and expected["adp"] != 0
 
 
 def test_pdd_scaling_sets_the_rescaling_of_the_trained_pdd(tmp_path):
@@ -326,16 +409,16 @@ def test_pdd_scaling_sets_the_rescaling_of_the_trained_pdd(tmp_path):
 
 
 def test_training_objective_refuses_an_ensemble_that_does_not_fit_the_method():
-    ensemble = Ensemble(build_members(3, 8, 10))
+    model = EnsembleForward(Ensemble(build_members(3, 8, 10)))
     images, labels = torch.rand(2, 1, 8, 8), torch.randint(0, 10, (2,))
     with pytest.raises(ValueError, match="with PDD"):
-        training_objective(METHODS["pdd"], ensemble, images, labels, Weights("auto", 0.01, 2.0, 0.5))
+        training_objective(METHODS["pdd"], model, images, labels, Weights())
 
 
 def test_comparison_scores_every_method_on_the_images_all_classify_correctly():
     def evaluation(correct, value):
         correct = torch.tensor(correct)
-        return Evaluation(0.5, 0.1, correct, torch.full((4,), value) + torch.arange(4.0), torch.arange(4.0) * value)
+        return CleanScores(0.5, 0.1, correct, torch.full((4,), value) + torch.arange(4.0), torch.arange(4.0) * value)
 
     table = comparison({"a": evaluation([True, True, False, True], 1.0), "b": evaluation([True, False, True, True], 2.0)})
     assert (table["test_images"], table["images_correct_for_all_methods"]) == (4, 2)  # images 0 and 3
@@ -372,17 +455,6 @@ def test_a_run_killed_mid_epoch_resumes_and_loses_at_most_that_epoch(tmp_path):
     epochs = [record["epoch"] for record in lines(metrics)]
     assert epochs == [1, 2, 3, 4]  # every epoch once: none lost, none repeated
     load_ensemble(run_dir / "model-pdd+deg.pt")(torch.rand(2, 1, 8, 8))
-
-
-def test_resume_of_a_run_from_before_the_data_and_arch_flags(tmp_path):
-    run(tmp_path, "--epochs", "2", "--methods", "baseline", "--stop-after-epochs", "1")
-    config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("arch", "data_root", "val_fraction", "pdd_statistics", "eval_batch_size"):
-        del config["flags"][key]  # as written by the version that had only digits and the CNN
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    results = train.main(["--resume", str(tmp_path)])
-    assert results["methods"]["baseline"]["best_epoch"] in (1, 2)
-    assert torch.load(tmp_path / "model-baseline.pt", weights_only=True)["arch"] == "cnn"
 
 
 def test_the_digits_main_command_needs_no_torchvision(tmp_path):

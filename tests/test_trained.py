@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import runpy
+import types
 from pathlib import Path
 
 import pytest
 import torch
-from ed_examples.data import load_splits
-from ed_examples.evaluation import evaluate
-from ed_examples.trained import load_trained_ensembles
+from huang2021.data.splits import load_splits
+from huang2021.evaluation.clean import evaluate
+from huang2021.training.checkpoints import load_trained_ensembles
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-_spec = importlib.util.spec_from_file_location("examples_train", EXAMPLES / "train.py")
-train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train)
+train = types.SimpleNamespace(**runpy.run_path(str(EXAMPLES / "train.py")))
 
 
 @pytest.mark.parametrize(("arch", "width"), [("vgg16", 4)])  # not the default: the file must record it

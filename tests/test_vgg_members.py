@@ -6,8 +6,8 @@ import pytest
 import torch
 
 pytest.importorskip("torchvision")
-from ed_examples.members import build_members, feature_size  # noqa: E402
-from ed_examples.vgg import VGGMember  # noqa: E402
+from huang2021.members import build_members, feature_size  # noqa: E402
+from huang2021.members.vgg import VGGMember  # noqa: E402
 from torchvision.models import vgg16_bn  # noqa: E402
 
 

@@ -1,7 +1,12 @@
-"""Per-epoch progress: a tqdm bar per method when tqdm is installed, one printed line per epoch otherwise."""
+"""Progress: a tqdm bar when tqdm is installed (it is optional), printed lines or nothing otherwise.
+
+- :class:`EpochProgress`: a bar per method over its epochs, or one line per epoch (training);
+- :func:`batch_progress`: a bar over the images of one attack (the robustness evaluation).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -11,7 +16,8 @@ class EpochProgress:
     def __init__(self, method: str, start_epoch: int, epochs: int) -> None:
         self.method = method
         self.epochs = epochs
-        self.bar = _tqdm_bar(method, start_epoch, epochs)
+        bar = _tqdm()
+        self.bar = None if bar is None else bar(total=epochs, initial=start_epoch, desc=method, unit="epoch")
 
     def update(self, record: dict[str, Any]) -> None:
         summary = {
@@ -32,10 +38,24 @@ class EpochProgress:
             self.bar.close()
 
 
-def _tqdm_bar(method: str, start_epoch: int, epochs: int) -> Any | None:
-    """A tqdm bar over the method's epochs, or None when tqdm is not installed (it is optional)."""
+def _tqdm() -> Any | None:
+    """tqdm's bar class, or None when tqdm is not installed."""
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=epochs, initial=start_epoch, desc=method, unit="epoch")
+    return tqdm
+
+
+def batch_progress(description: str, total: int, batch_size: int) -> Iterator[slice]:
+    """Batches of ``batch_size`` of ``total`` images, with a tqdm bar over images when tqdm is installed."""
+    bar = _tqdm()
+    bar = None if bar is None else bar(total=total, desc=description, unit="img")
+    try:
+        for start in range(0, total, batch_size):
+            yield slice(start, start + batch_size)
+            if bar is not None:
+                bar.update(min(batch_size, total - start))
+    finally:
+        if bar is not None:
+            bar.close()

@@ -14,7 +14,7 @@
   It cannot be downloaded from here (manual download).
 
 Every reader returns ``(train, test)``, each ``(images [N, C, H, W] uint8, labels [N] int64)``,
-and raises ValueError naming ``--data-root`` when the files are missing or malformed.
+and raises :class:`~huang2021.data.splits.DatasetError` naming ``--data-root`` when the files are missing or malformed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets import CIFAR100, FashionMNIST, ImageFolder
 from torchvision.datasets.folder import pil_loader
+
+from .splits import DatasetError
 
 Part = tuple[Tensor, Tensor]
 """``(images [N, C, H, W] uint8, labels [N] int64)``."""
@@ -48,9 +50,9 @@ def read_image_dataset(name: str, root: Path, *, download: bool = False) -> tupl
     try:
         train, test = reader(root, download)
     except _READ_ERRORS as error:
-        if isinstance(error, ValueError) and "--data-root" in str(error):
+        if isinstance(error, DatasetError):
             raise
-        raise ValueError(
+        raise DatasetError(
             f"Expected --data-root {str(root)!r} to hold {name} in its published format, but reading it failed: "
             f"{type(error).__name__}: {error}"
         ) from error
@@ -59,9 +61,9 @@ def read_image_dataset(name: str, root: Path, *, download: bool = False) -> tupl
     return train, test
 
 
-def _missing(name: str, root: Path, folder: Path, files: tuple[str, ...], how: str) -> ValueError:
+def _missing(name: str, root: Path, folder: Path, files: tuple[str, ...], how: str) -> DatasetError:
     absent = [file for file in files if not (folder / file).exists()]
-    return ValueError(
+    return DatasetError(
         f"Expected --data-root {str(root)!r} to hold {name} in {str(folder)!r} ({', '.join(files)}), "
         f"but {', '.join(absent)} {'is' if len(absent) == 1 else 'are'} missing; {how}"
     )
@@ -71,17 +73,17 @@ def _check_part(name: str, root: Path, part_name: str, part: Part) -> None:
     images, labels = part
     channels, height, width, num_classes = SHAPES[name]
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (channels, height, width):
-        raise ValueError(
+        raise DatasetError(
             f"Expected --data-root {str(root)!r} to hold {name} images of shape {channels}x{height}x{width} (uint8), "
             f"but its {part_name} images are {'x'.join(map(str, images.shape[1:]))} ({images.dtype})"
         )
     if len(images) == 0 or len(images) != len(labels):
-        raise ValueError(
+        raise DatasetError(
             f"Expected --data-root {str(root)!r} to hold as many {name} {part_name} labels as images (at least one), "
             f"but got {len(images)} images and {len(labels)} labels"
         )
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
+        raise DatasetError(
             f"Expected --data-root {str(root)!r} to hold {name} {part_name} labels in [0, {num_classes}), "
             f"but got labels from {int(labels.min())} to {int(labels.max())}"
         )
@@ -121,7 +123,7 @@ def _read_cifar100(root: Path, download: bool) -> tuple[Part, Part]:
     def part(train: bool) -> Part:
         dataset = reader(str(root), train=train, download=download)
         if len(dataset.classes) != 100:
-            raise ValueError(
+            raise DatasetError(
                 f"Expected --data-root {str(root)!r} to hold CIFAR-100, whose meta file lists 100 class names, "
                 f"but {str(folder / 'meta')!r} lists {len(dataset.classes)}"
             )
@@ -144,7 +146,7 @@ def _read_tiny_imagenet(root: Path, download: bool) -> tuple[Part, Part]:
     train = ImageFolder(str(folder / "train"))
     if train.classes != wnids:
         extra, absent = sorted(set(train.classes) - set(wnids)), sorted(set(wnids) - set(train.classes))
-        raise ValueError(
+        raise DatasetError(
             f"Expected --data-root {str(root)!r} to hold one folder per wnid of wnids.txt in {str(folder / 'train')!r}, "
             f"but folders not in wnids.txt: {extra[:5]}, wnids without a folder: {absent[:5]}"
         )
@@ -156,7 +158,7 @@ def _read_tiny_imagenet(root: Path, download: bool) -> tuple[Part, Part]:
             continue
         fields = line.split("\t")
         if len(fields) < 2 or fields[1] not in train.class_to_idx:
-            raise ValueError(
+            raise DatasetError(
                 f"Expected --data-root {str(root)!r}: line {line_number} of val/val_annotations.txt to read "
                 f"'<file>\\t<wnid of wnids.txt>\\t<bbox>', but got {line!r}"
             )

@@ -1,16 +1,17 @@
-"""The data sets of ``--dataset``, split into train / validation / test, and their training augmentation.
+"""The data sets of ``--dataset``, split into train / validation / test, and their batches.
 
 - ``digits`` (default): scikit-learn's ``load_digits``, 1797 grey 8x8 images shipped inside
   scikit-learn, so the main command needs no download. Pixel values 0..16 are divided by 16.
   No official split: a stratified 60/20/20 train/validation/test split, shuffled with the seed.
 - ``fashion-mnist``, ``cifar100``, ``tiny-imagenet``: the paper's data sets, read from
-  ``--data-root`` by :mod:`ed_examples.image_files`. The official test split (Tiny-ImageNet:
+  ``--data-root`` by :mod:`huang2021.data.image_files`. The official test split (Tiny-ImageNet:
   the official validation split, whose labels are public) is the test split; a stratified
   validation split is held out from the official training split, shuffled with the seed.
 
 Intensities lie in [0, 1] with no mean/std normalisation, as in the paper. The image data sets
 stay ``uint8`` (Tiny-ImageNet's 100,000 64x64 training images are 1.2 GB so, 4.9 GB as float)
-and :func:`batch_images` converts one batch at a time; digits is kept as float, as it always was.
+and :func:`batch_images` converts one batch at a time (augmented: :mod:`huang2021.data.augmentation`);
+digits is kept as float.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
+
+from .augmentation import CropFlip
+
+
+class DatasetError(ValueError):
+    """A data set missing from ``--data-root``, or files there that are not the data set's; the message says which and how to get it."""
 
 
 class DatasetSpec(NamedTuple):
@@ -51,10 +58,6 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 """The data sets of ``--dataset``."""
 
-CROP_PADDING = 4
-"""Zero padding of the random crop (the authors' ``RandomCrop(size, padding=4)``)."""
-
-
 class Split(NamedTuple):
     """One part of the data set, already on the training device."""
 
@@ -76,8 +79,8 @@ def load_splits(
     """Data set ``name`` split into train / validation / test with ``seed``, on ``device``.
 
     The validation split selects the model kept (best epoch); the test split is only read by
-    the final evaluation. Raises ValueError naming ``--data-root`` when the files are missing
-    or are not the data set's.
+    the final evaluation. Raises :class:`DatasetError` naming ``--data-root`` when the files are
+    missing or are not the data set's (or ``--val-fraction`` when it leaves a class out).
     """
     fraction = DATASETS[name].val_fraction if val_fraction is None else val_fraction
     if name == "digits":
@@ -103,7 +106,7 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     try:
         return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
     except ValueError as error:  # e.g. fewer images than classes in the held-out part
-        raise ValueError(f"Expected --val-fraction {fraction} to hold out every class of {len(labels)} training images: {error}") from None
+        raise DatasetError(f"Expected --val-fraction {fraction} to hold out every class of {len(labels)} training images: {error}") from None
 
 
 def digits_splits(seed: int, device: torch.device, *, validation: float = 0.2, test: float = 0.2) -> Splits:
@@ -131,50 +134,6 @@ def batch_images(images: Tensor, index: Tensor, crops: CropFlip | None = None) -
     if batch.dtype == torch.uint8:
         batch = batch.float().div_(255.0)
     return batch if crops is None else crops.apply(batch)
-
-
-class CropFlip(NamedTuple):
-    """Per-image random crop (zero padding :data:`CROP_PADDING`) and horizontal flip, drawn up front.
-
-    torchvision's transforms draw one crop per call, i.e. per image in a DataLoader but one for
-    a whole batch tensor; this draws one per image and applies them to the batch at once. The
-    draws come from a generator seeded with (seed, epoch) (:func:`epoch_generator`), for the
-    whole global batch, so a resumed run and every rank of a distributed one see the same
-    augmentation as an uninterrupted single process.
-    """
-
-    shifts: Tensor
-    """``[B, 2]`` int64 in [0, 2 * padding]: the crop's top-left corner in the padded image."""
-    flips: Tensor
-    """``[B]`` bool: flip this image left-right."""
-
-    @classmethod
-    def draw(cls, batch_size: int, generator: torch.Generator) -> CropFlip:
-        shifts = torch.randint(0, 2 * CROP_PADDING + 1, (batch_size, 2), generator=generator)
-        flips = torch.rand(batch_size, generator=generator) < 0.5
-        return cls(shifts, flips)
-
-    def select(self, rows: slice) -> CropFlip:
-        return CropFlip(self.shifts[rows], self.flips[rows])
-
-    def apply(self, images: Tensor) -> Tensor:
-        """``[B, C, H, W]`` -> the crops of the zero-padded images, flipped where drawn (one gather)."""
-        size, channels, height, width = images.shape
-        padded = torch.nn.functional.pad(images, (CROP_PADDING,) * 4)
-        shifts, flips = self.shifts.to(images.device), self.flips.to(images.device)
-        rows = shifts[:, 0, None] + torch.arange(height, device=images.device)  # [B, H]
-        columns = torch.arange(width, device=images.device)
-        # A flipped crop reads its columns right to left.
-        columns = shifts[:, 1, None] + torch.where(flips[:, None], columns.flip(0), columns)  # [B, W]
-        index = rows[:, :, None] * padded.shape[-1] + columns[:, None, :]
-        index = index.view(size, 1, height * width).expand(size, channels, height * width)
-        return padded.flatten(2).gather(2, index).view(size, channels, height, width)
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator determined by ``(seed, epoch)`` alone: the epoch's augmentation draws."""
-    (state,) = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state))
 
 
 def split_batches(split: Split, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -34,7 +34,9 @@ from art.attacks.evasion import (
 from art.estimators.classification import PyTorchClassifier
 from torch import Tensor, nn
 
-from ensemble_diversity.ensemble import Ensemble
+from ensemble_diversity import Ensemble
+
+from ..settings import AT_LEAST_ONE, flag
 
 Output = Literal["probabilities", "logits"]
 
@@ -49,23 +51,31 @@ PARAMETER = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "jsma": "gamma", "cw": "
 """What each attack's parameter (Table 2's "Para.") is: L_inf epsilon, JSMA's fraction of features, C&W's initial constant."""
 
 
-@dataclass(frozen=True)
-class AttackSettings:
-    """Everything besides the parameter that decides an attack (command-line flags, stored in the results)."""
+PAPER_GROUP = "paper protocol (defaults: the paper's parameters for the data set)"
+STRONG_GROUP = "strong protocol (averaged logits, true labels)"
 
-    steps: int = 10
-    """BIM and PGD iterations of the paper protocol (each step eps / 10, as in the authors' code)."""
-    jsma_theta: float = 0.1
-    cw_steps: int = 1000
-    cw_lr: float = 0.001
-    cw_search_steps: int = 5
-    cw_confidence: float = 0.01
-    strong_steps: int = 100
-    strong_restarts: int = 5
-    autoattack_targets: int = 9
-    """APGD-T's target classes (standard AutoAttack: 9)."""
-    square_queries: int = 5000
-    batch_size: int = 128
+
+@dataclass(frozen=True, kw_only=True)
+class AttackSettings:
+    """Everything besides the parameter that decides an attack (``examples/evaluate.py``'s flags, stored in each result)."""
+
+    steps: int = flag(10, "BIM and PGD iterations of the paper protocol, each a step of eps/10 (the authors' code)", check=AT_LEAST_ONE, group=PAPER_GROUP)
+    jsma_theta: float = flag(0.1, "JSMA's change per feature", group=PAPER_GROUP)
+    cw_steps: int = flag(1000, "C&W iterations per constant", check=AT_LEAST_ONE, per_dataset={"digits": 20}, group=PAPER_GROUP, type=int)
+    cw_lr: float = flag(0.001, "C&W learning rate", shown="0.001, the paper; the authors' code: 0.01", group=PAPER_GROUP)
+    cw_search_steps: int = flag(
+        5, "C&W binary search steps on c (5: the authors' code)", check=AT_LEAST_ONE, per_dataset={"digits": 2}, group=PAPER_GROUP, type=int
+    )
+    cw_confidence: float = flag(0.01, "C&W confidence kappa (the authors' code)", group=PAPER_GROUP)
+    strong_steps: int = flag(100, "PGD and APGD iterations", check=AT_LEAST_ONE, group=STRONG_GROUP)
+    strong_restarts: int = flag(5, "PGD random restarts", check=AT_LEAST_ONE, group=STRONG_GROUP)
+    autoattack_targets: int = flag(
+        9, "AutoAttack's APGD-T target classes, those with the highest clean logits (9: the standard version)", check=AT_LEAST_ONE, group=STRONG_GROUP
+    )
+    square_queries: int = flag(
+        5000, "Square attack queries (5000: standard AutoAttack)", check=AT_LEAST_ONE, per_dataset={"digits": 1000}, group=STRONG_GROUP, type=int
+    )
+    batch_size: int = flag(128, "images per attack batch; the attacks act per image, so this sets speed and memory only", check=AT_LEAST_ONE, group="run")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,6 +1,7 @@
-"""Final evaluation on the test split: accuracy and the paper's three diversity measures.
+"""Clean metrics on the test split: the ensemble's accuracy and the paper's three diversity measures.
 
-- clean accuracy of the ensemble (members' softmax probabilities averaged);
+- clean accuracy of the ensemble (members' softmax probabilities averaged), :func:`ensemble_correct`,
+  the one definition every accuracy of the harness counts with (training, validation, test, attacks);
 - ambiguity entropy E, eq. 5 (Table 1), over all test images;
 - discrimination score L_F, eq. 6 (Fig. 2), on the members' penultimate features;
 - mean angle between the members' input gradients of their CE losses (Fig. 3), in degrees.
@@ -27,11 +28,29 @@ from ensemble_diversity import (
     member_inputs,
 )
 
-from .data import Split, split_batches
-from .methods import ensemble_correct
+from ..data.splits import Split, split_batches
 
 
-class Evaluation(NamedTuple):
+def ensemble_correct(logits: Tensor, labels: Tensor) -> Tensor:
+    """``[B]`` bool: whether the ensemble, the members' softmax probabilities averaged, predicts ``labels``.
+
+    ``logits``: ``[K, B, L]`` (members, batch, classes). The paper's ensemble, the average that
+    ``Ensemble(members)`` returns (``combine="probabilities"``).
+    """
+    return torch.softmax(logits, dim=-1).mean(dim=0).argmax(dim=-1) == labels
+
+
+@torch.no_grad()
+def correct_on(ensemble: Ensemble, split: Split, batch_size: int) -> Tensor:
+    """``[N]`` bool on ``split``'s device: :func:`ensemble_correct` of ``ensemble`` (put in eval mode) on each image of ``split``."""
+    ensemble.eval()
+    parts = [ensemble_correct(ensemble.member_logits(images), labels) for images, labels in split_batches(split, batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=split.labels.device)
+
+
+class CleanScores(NamedTuple):
+    """What :func:`evaluate` measures of one ensemble on one split."""
+
     accuracy: float
     ambiguity_entropy: float
     correct: Tensor
@@ -42,7 +61,7 @@ class Evaluation(NamedTuple):
     """``[N]``: mean pairwise gradient angle per image, degrees."""
 
 
-def evaluate(members: nn.ModuleList, split: Split, batch_size: int | None = None) -> Evaluation:
+def evaluate(members: nn.ModuleList, split: Split, batch_size: int | None = None) -> CleanScores:
     """All measures of one ensemble on ``split``, ``batch_size`` images at a time (default: all at once).
 
     In eval mode every image's outputs and gradients are its own, so the chunking changes no
@@ -57,7 +76,7 @@ def evaluate(members: nn.ModuleList, split: Split, batch_size: int | None = None
     ]
     logits = torch.cat([chunk[0] for chunk in chunks], dim=1)
     correct = ensemble_correct(logits, split.labels)
-    return Evaluation(
+    return CleanScores(
         accuracy=correct.float().mean().item(),
         ambiguity_entropy=ambiguity_entropy(logits, split.labels).item(),
         correct=correct.cpu(),
@@ -83,7 +102,7 @@ def _evaluate_chunk(ensemble: Ensemble, images: Tensor, labels: Tensor) -> tuple
     )
 
 
-def comparison(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
+def comparison(evaluations: dict[str, CleanScores]) -> dict[str, Any]:
     """The comparison table (JSON-ready): per method, accuracy and E on all test images, L_F
     and the gradient angle averaged over the images every method classifies correctly."""
     shared = torch.stack([evaluation.correct for evaluation in evaluations.values()]).all(dim=0)

@@ -6,10 +6,10 @@ One entry point, :func:`diversity_section`, computes for each method's ensemble 
 - Fig. 2: box plots of the discrimination score L_F (eq. 6) per image;
 - Fig. 3: box plots of the mean pairwise angle between the members' input gradients;
 - Fig. 1: each member's Grad-CAM map on one image and the distance between the centres of
-  the members' hottest regions (``ed_examples/gradcam.py``), plus, beyond the paper's single
+  the members' hottest regions (:mod:`.gradcam`), plus, beyond the paper's single
   image, that distance's median over the images of the box plots.
 
-E, L_F and the angles are :func:`ed_examples.evaluation.evaluate`'s, the numbers of the
+E, L_F and the angles are :func:`.clean.evaluate`'s, the numbers of the
 training command's table. As in Figs. 2 and 3, the box plots and the Grad-CAM median use the
 test images that every compared ensemble classifies correctly.
 
@@ -27,6 +27,7 @@ import csv
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,10 +35,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .data import Split
-from .evaluation import Evaluation, comparison, evaluate
+from ..data.splits import Split
+from ..run_dir import library_versions, save_json, save_png, save_text
+from ..settings import AT_LEAST_ONE, Check, device_flag, flag
+from ..training.checkpoints import load_test_split, load_trained_ensembles, run_flags
+from .clean import CleanScores, comparison, evaluate
 from .gradcam import DEFAULT_THRESHOLD, centre_distances, check_threshold, hottest_centre, member_grad_cams
-from .run_dir import library_versions, save_json, save_png, save_text
 
 DATA_JSON = "diversity.json"
 PER_IMAGE_CSV = "diversity-per-image.csv"
@@ -79,7 +82,7 @@ def diversity_section(
 
     Args:
         ensembles: method name -> its K >= 2 members (``features`` + ``head``, as
-            ``ed_examples.members`` and ``ed_examples.resnet`` build them), on ``split``'s device.
+            :mod:`huang2021.members` builds them), on ``split``'s device.
             Members are put in eval mode.
         split: the test images ``[N, channels, H, W]`` and labels ``[N]``.
         out_dir: created if missing; files of an earlier call are replaced.
@@ -129,6 +132,58 @@ def diversity_section(
     return DiversitySection(results, markdown, files)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DiversitySettings:
+    """diversity analysis (``examples/diversity.py``)"""
+
+    out: Path | None = flag(None, "output directory", shown="RUN_DIR/diversity", type=Path)
+    image_index: int | None = flag(None, "test image of Fig. 1", shown="the first one every method classifies correctly", type=int)
+    threshold: float = flag(
+        DEFAULT_THRESHOLD,
+        "hottest Grad-CAM region: pixels >= this fraction of the map's maximum; 1.0 = argmax (0.9: the paper's)",
+        check=Check(lambda value: 0.0 < value <= 1.0, "in (0, 1] (a fraction of the map's maximum)"),
+    )
+    batch_size: int | None = flag(None, "test images per pass", check=AT_LEAST_ONE, shown="all at once", type=int)
+    device: str = device_flag("where the ensembles run")
+
+
+class RunAnalysis(NamedTuple):
+    """A training run's kept ensembles and test split, ready for :func:`diversity_section`."""
+
+    run_dir: Path
+    ensembles: dict[str, nn.ModuleList]
+    test: Split
+    seed: int
+
+
+def load_run(run_dir: Path, settings: DiversitySettings) -> RunAnalysis:
+    """The kept ensembles of ``run_dir`` and its test split on ``settings.device``.
+
+    Raises ValueError naming ``RUN_DIR`` for a directory that is not a finished run, or
+    ``--image-index`` for an image the test split lacks.
+    """
+    device = torch.device(settings.device)
+    try:
+        ensembles = {name: members.to(device) for name, members in load_trained_ensembles(run_dir).items()}
+        flags = run_flags(run_dir)
+    except ValueError as error:
+        raise ValueError(f"RUN_DIR: {error}") from None
+    test = load_test_split(flags, device)
+    if settings.image_index is not None and not 0 <= settings.image_index < len(test.labels):
+        raise ValueError(f"Expected --image-index to be in [0, {len(test.labels)}) (a test image), but got {settings.image_index}")
+    return RunAnalysis(Path(run_dir), ensembles, test, flags["seed"])
+
+
+def analyse_run(run: RunAnalysis, settings: DiversitySettings, argv: list[str]) -> tuple[Path, DiversitySection]:
+    """Write :func:`diversity_section` for a loaded run to ``--out`` (default ``RUN_DIR/diversity``) with ``command.json``."""
+    out = settings.out if settings.out is not None else run.run_dir / "diversity"
+    section = diversity_section(
+        run.ensembles, run.test, out, image_index=settings.image_index, threshold=settings.threshold, batch_size=settings.batch_size
+    )
+    save_json(out / "command.json", {"argv": argv, "run_dir": str(run.run_dir), "seed": run.seed, "versions": library_versions()})
+    return out, section
+
+
 def _grad_cams(members: nn.ModuleList, split: Split, image_index: int, threshold: float, batch_size: int) -> _GradCams:
     """Grad-CAM of every member on every image of ``split`` (target: the label), in chunks."""
     members.eval()
@@ -151,7 +206,7 @@ def _quartiles(values: Tensor) -> dict[str, float | None]:
 
 
 def _results(
-    evaluations: dict[str, Evaluation],
+    evaluations: dict[str, CleanScores],
     cams: dict[str, _GradCams],
     shared: Tensor,
     split: Split,
@@ -200,7 +255,7 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _per_image_csv(evaluations: dict[str, Evaluation], cams: dict[str, _GradCams], shared: Tensor, split: Split) -> str:
+def _per_image_csv(evaluations: dict[str, CleanScores], cams: dict[str, _GradCams], shared: Tensor, split: Split) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([
@@ -219,7 +274,7 @@ def _per_image_csv(evaluations: dict[str, Evaluation], cams: dict[str, _GradCams
     return buffer.getvalue()
 
 
-def _box_figure(evaluations: dict[str, Evaluation], shared: Tensor, field: str, ylabel: str, title: str) -> Figure:
+def _box_figure(evaluations: dict[str, CleanScores], shared: Tensor, field: str, ylabel: str, title: str) -> Figure:
     """One box per method over the images every method classifies correctly; the mean as a triangle."""
     figure = Figure(figsize=(1.2 + 1.1 * len(evaluations), 3.6), layout="constrained")
     axes = figure.add_subplot()

@@ -10,7 +10,7 @@ part:
     M^c = \\operatorname{ReLU}\\Big(\\sum_k \\alpha^c_k A^k\\Big)
 
 Here ``A`` is the last convolutional feature map of a member, the input of the global average
-pool that ends its ``features`` (``ed_examples/members.py``, ``resnet.py``). The map is
+pool that ends its ``features`` (:mod:`huang2021.members`). The map is
 upsampled bilinearly to the input's size, as Grad-CAM does, and divided by its maximum, so a
 value reads "fraction of the strongest evidence" and 0 stays "no evidence".
 
@@ -150,7 +150,7 @@ def _split_features(member: nn.Module) -> tuple[nn.Module, nn.Module]:
     ):
         raise ValueError(
             f"Expected the member ({type(member).__name__}) to have `features`, an nn.Sequential ending in "
-            "AdaptiveAvgPool2d and Flatten, and a `head`, as ed_examples.members and ed_examples.resnet build them"
+            "AdaptiveAvgPool2d and Flatten, and a `head`, as huang2021.members builds them"
         )
     return features[:-2], features[-2:]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..run_dir import save_bytes, save_text
 from .attacks import PAPER_ATTACKS, STRONG_ATTACKS, TRANSFER_ATTACKS
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
-from .run_dir import save_bytes, save_text
 
 REPORT = "report.md"
 DIVERSITY_DIR = "diversity"

@@ -1,4 +1,4 @@
-"""Robust accuracy of an ensemble under one attack, and the evaluation's results files.
+"""Robustness results: robust accuracy of an ensemble under one attack, and the evaluation's results files.
 
 Two accuracies per attack (both in every result):
 
@@ -11,7 +11,7 @@ Two accuracies per attack (both in every result):
   the headline divided by clean accuracy, so it looks better the worse the clean model is.
 
 Each result is written to ``results.json`` and ``results.csv`` as soon as its attack finishes
-(atomically, see ``run_dir.py``), so a rerun skips it and a crash loses nothing finished.
+(atomically, see :mod:`huang2021.run_dir`), so a rerun skips it and a crash loses nothing finished.
 """
 
 from __future__ import annotations
@@ -23,12 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ensemble_diversity import Ensemble
-
-from .methods import ensemble_correct
-from .run_dir import load_json, save_json, save_text
+from ..run_dir import load_json, save_json, save_text
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -36,17 +33,6 @@ CSV_COLUMNS = (
     "key", "protocol", "attack", "norm", "parameter", "value", "method", "surrogate", "model_output",
     "labels", "images", "clean_correct", "robust_correct", "accuracy", "conditional_accuracy", "seconds",
 )
-
-
-@torch.no_grad()
-def ensemble_correct_on(members: nn.ModuleList, images: Tensor, labels: Tensor, batch_size: int = 256) -> Tensor:
-    """``[N]`` bool: the ensemble's (averaged probabilities) prediction on ``images`` ``[N, C, H, W]`` equals ``labels``."""
-    ensemble = Ensemble(members).eval()
-    parts = [
-        ensemble_correct(ensemble.member_logits(chunk), chunk_labels)
-        for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size))
-    ]
-    return torch.cat(parts).cpu()
 
 
 def result_key(protocol: str, attack: str, norm: str, value: float, method: str, surrogate: str | None = None) -> str:

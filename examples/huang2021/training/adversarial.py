@@ -6,7 +6,7 @@ in each mini-batch" (Goodfellow et al. 2015), but states no crafting parameter, 
 authors' public code (ALIS-Lab/AAAI2021-PDD) has no adversarial-training script. The paper
 sets its attacks "following the experimental settings in (Pang et al. 2019)", so the defaults
 here are the adversarial training of that paper's code (P2333/Adaptive-Diversity-Promoting,
-``advtrain_cifar10.py``); every one is a flag of ``examples/train.py``:
+``advtrain_cifar10.py``); every one is a flag of ``examples/train.py`` (:class:`~.config.AdversarialTraining`):
 
 - the attacked model is the *ensemble*: the members' softmax probabilities averaged
   (``keras.layers.Average()`` over the members there; the paper's ensemble, and the model
@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,31 +43,8 @@ from torch import Tensor
 
 from ensemble_diversity import Ensemble
 
-Attack = Literal["fgsm", "pgd"]
-
-
-class AdversarialTraining(NamedTuple):
-    """How the ``advt-*`` methods craft and weigh their examples (flags ``--advt-*``)."""
-
-    eps: tuple[float, float]
-    """L_inf bound drawn per batch uniformly from ``[low, high]``; equal ends fix it."""
-    steps: int
-    """PGD iterations (FGSM takes one step of size eps)."""
-    step_size: float | None
-    """PGD step; None: eps / 10 of the batch."""
-    random_start: bool
-    """PGD starts from a uniform point of the eps-ball."""
-    weight: float
-    """w in ``(1 - w) * loss(clean) + w * loss(adversarial)``; 1 trains on adversarial examples only."""
-    labels: Literal["predicted", "true"]
-    """What the attack moves away from: the ensemble's predictions or the true labels."""
-    craft_mode: Literal["train", "eval"]
-    """Mode of members and PDD while crafting; ``eval`` attacks the deployed ensemble (no PDD)."""
-
-
-DEFAULT_ADVERSARIAL_TRAINING = AdversarialTraining(
-    eps=(0.01, 0.05), steps=10, step_size=None, random_start=True, weight=0.5, labels="predicted", craft_mode="train"
-)
+from .config import AdversarialTraining
+from .methods import Attack
 
 
 def ensemble_cross_entropy_of_average(logits: Tensor, labels: Tensor) -> Tensor:
@@ -87,12 +64,12 @@ def craft_adversarial(
 
     ``ensemble``: the members, with the method's PDD (``Ensemble(members, pdd=pdd)``) or none.
     """
-    low, high = settings.eps
+    low, high = settings.eps[0], settings.eps[-1]
     eps = low + (high - low) * torch.rand((), device=images.device)
     with _crafting_mode(ensemble, settings.craft_mode), torch.enable_grad():
         if settings.labels == "predicted":
             with torch.no_grad():
-                labels = ensemble.member_logits(images).softmax(-1).mean(0).argmax(-1)
+                labels = ensemble(images).argmax(-1)  # the members' averaged probabilities
         if attack == "fgsm":
             return _ascend(ensemble, images, images, labels, eps, step=eps, steps=1)
         start = images

@@ -1,0 +1,111 @@
+"""A method's training objective on one batch: eq. 1 plus its regulariser, on clean and (AdvT) adversarial inputs.
+
+One forward per input through the training model (``EnsembleForward``, the module DDP wraps
+under ``torchrun``): the K members' features, PDD between them and the heads for the PDD
+methods (the library's ``Ensemble.member_outputs``), and the K heads. Each member's CE is
+computed once: eq. 1 reduces them over the members and DEG (eqs. 3-4) or GAL differentiates
+each with respect to the member's own input.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ensemble_diversity import (
+    Ensemble,
+    adp_regularizer,
+    dispersed_gradient_loss,
+    ensemble_cross_entropy,
+    gradient_alignment_loss,
+    member_input_gradients,
+    member_inputs,
+)
+
+from .adversarial import craft_adversarial
+from .config import AdversarialTraining, Weights
+from .distributed import EnsembleForward
+from .methods import Method
+
+
+class Objective(NamedTuple):
+    loss: Tensor
+    """Scalar to minimise: eq. 1 plus the method's regulariser (eq. 4 for DEG), mixed over clean and adversarial inputs for AdvT."""
+    penalty: Tensor
+    """Scalar, detached: eq. 3's L_g before lambda for DEG (GAL's for gal), ADP's regulariser for adp, 0 otherwise."""
+    logits: Tensor
+    """``[K, B, L]``, detached: the members' training-mode logits on the clean images (adversarial ones when AdvT weighs clean by 0)."""
+
+
+def training_objective(
+    method: Method,
+    model: EnsembleForward | DistributedDataParallel,
+    images: Tensor,
+    labels: Tensor,
+    weights: Weights,
+    adversarial: AdversarialTraining | None = None,
+    *,
+    with_penalty: bool = True,
+) -> Objective:
+    """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; the ensemble in training mode.
+
+    ``model``: ``EnsembleForward(Ensemble(members, pdd=pdd))``, with PDD for the PDD methods
+    (and only for them), wrapped in DistributedDataParallel under ``torchrun``.
+    With an attack (``advt-*``), ``adversarial`` says how to craft the batch's adversarial
+    examples and the loss is ``(1 - w) * objective(clean) + w * objective(adversarial)``.
+    ``with_penalty=False`` leaves out the input-gradient penalty (DEG, GAL) on this batch, the
+    cheaper setting ``--deg-every N`` that pays for double backprop on every N-th step only.
+    """
+    ensemble = _ensemble_of(model)
+    if method.pdd != (ensemble.pdd is not None):
+        raise ValueError(
+            f"Expected an ensemble {'with' if method.pdd else 'without'} PDD for this method (pdd={method.pdd}), "
+            f"but got pdd={ensemble.pdd!r}"
+        )
+    if method.attack is None:
+        return _objective(method, model, images, labels, weights, with_penalty)
+    if adversarial is None:
+        raise ValueError(f"Expected `adversarial` settings for a method with attack {method.attack!r}, but got None")
+    crafted = craft_adversarial(method.attack, ensemble, images, labels, adversarial)
+    attacked = _objective(method, model, crafted, labels, weights, with_penalty)
+    if adversarial.weight == 1.0:
+        # Adversarial examples only (Madry et al. 2018): no clean pass, so BatchNorm's running
+        # statistics see only what the loss trains on.
+        return attacked
+    clean = _objective(method, model, images, labels, weights, with_penalty)
+    mix = adversarial.weight
+    return Objective((1 - mix) * clean.loss + mix * attacked.loss, (1 - mix) * clean.penalty + mix * attacked.penalty, clean.logits)
+
+
+def _objective(method: Method, model: nn.Module, images: Tensor, labels: Tensor, weights: Weights, with_penalty: bool) -> Objective:
+    """Eq. 1 plus the method's regulariser on one input, without the attack."""
+    gradient_penalty = (method.deg or method.gal) and with_penalty
+    # DEG differentiates each member's loss with respect to its input: one input per member
+    # (views of the batch) lets one backward pass give all K gradients.
+    inputs = member_inputs(images, _ensemble_of(model).num_members) if gradient_penalty else images
+    logits = model(inputs, per_member=gradient_penalty).logits
+    member_losses = ensemble_cross_entropy(logits, labels, member_reduction="none")
+    reduction = method.ce_reduction if weights.ce_reduction == "auto" else weights.ce_reduction
+    loss = member_losses.mean() if reduction == "mean" else member_losses.sum()
+    penalty = loss.new_zeros(())
+    if gradient_penalty:
+        # g_k = dL_CE(y_k, y)/dx of Algorithm 2, one gradient per member.
+        grads = member_input_gradients(member_losses, inputs, per_member=True)
+        if method.deg:
+            penalty = dispersed_gradient_loss(grads)
+            loss = loss + weights.deg_lambda * penalty
+        else:
+            penalty = gradient_alignment_loss(grads)
+            loss = loss + weights.gal_lambda * penalty
+    if method.adp:
+        penalty = adp_regularizer(logits, labels, alpha=weights.adp_alpha, beta=weights.adp_beta).value
+        loss = loss + penalty
+    return Objective(loss, penalty.detach(), logits.detach())
+
+
+def _ensemble_of(model: nn.Module) -> Ensemble:
+    """The ``Ensemble`` inside ``EnsembleForward`` (or inside DDP around it)."""
+    forward = model.module if isinstance(model, DistributedDataParallel) else model
+    return forward.ensemble
