@@ -8,10 +8,10 @@ The library's own tests and the harness's tests share ``tests/``. A test module 
 module when its source names the harness: ``huang2021``, an import of ``machine``, or the
 ``"examples"``/``"benchmarks"`` folder as a path part. ``python -m pytest --library-only``
 does not even import those modules (their top-level imports need the extras: scikit-learn,
-torchvision, ART), nor the harness's doctests under ``examples/``, and runs the library's
-tests and the doctests in ``src/``; CI runs that on the oldest torch the library declares, in
-a venv without the extras. A new test file is sorted by its own source, with no list to edit;
-a library test that needs an extra skips where it is missing.
+torchvision, ART) and runs the library's tests and the doctests in ``src/``; CI runs that on
+the oldest torch the library declares, in a venv without the extras. A new test file is sorted
+by its own source, with no list to edit; a library test that needs an extra skips where it is
+missing.
 
 ``--installed`` is for a run against a built wheel: the session stops before any test runs
 unless every ``ensemble_diversity`` module it imported (the tests' and the doctests') comes from
@@ -33,7 +33,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 
 HARNESS_SOURCE = re.compile(r"\bhuang2021\b|^\s*(?:from|import)\s+machine\b|([\"'])(?:examples|benchmarks)\1", re.MULTILINE)
 
@@ -89,7 +88,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if config.getoption("library_only") and (is_harness_module(collection_path) or collection_path.is_relative_to(EXAMPLES)):
+    if config.getoption("library_only") and is_harness_module(collection_path):
         return True
     return None
 

@@ -207,7 +207,7 @@ def _result(protocol, attack, norm, value, method, robust, surrogate=None, secon
     clean = robust if protocol == "clean" else torch.ones_like(robust)
     key = result_key(protocol, attack, norm, value, method, surrogate)
     return key, robust_result(clean, robust, key=key, protocol=protocol, attack=attack, norm=norm, value=value,
-                              method=method, surrogate=surrogate, settings={"steps": 10}, seconds=seconds)
+                              method=method, surrogate=surrogate, settings=AttackSettings().as_dict(), seconds=seconds)
 
 
 def test_the_report_is_built_from_results_alone(tmp_path):
@@ -233,8 +233,9 @@ def test_the_report_is_built_from_results_alone(tmp_path):
         _result("strong", "pgd-strong", "inf", 0.2, "baseline", [0, 0, 0, 0]),
     ]
     results = dict(rows)
-    config = {"flags": {"run_dirs": ["r"], "dataset": "digits", "limit": 4, "seed": 0, "pgd_eps": [0.1],
-                        "sweep_linf": [0.1, 0.2], "sweep_l2": [0.5]},
+    flags = {"run_dirs": ["r"], "dataset": "digits", "limit": 4, "seed": 0, "fgsm_eps": [], "bim_eps": [], "pgd_eps": [0.1],
+             "sweep_linf": [0.1, 0.2], "sweep_l2": [0.5], **AttackSettings().as_dict()}
+    config = {"flags": flags,
               "argv": ["r", "--limit", "4"], "versions": {"torch": "x"}, "sessions": []}
     report = write_report(tmp_path, results, config).read_text()
 

@@ -72,7 +72,7 @@ def provenance_section(results: Results, config: dict[str, Any], out_dir: Path) 
     lines = [
         "# Robustness evaluation",
         "",
-        f"Command: `python examples/evaluate.py {' '.join(config['argv'])}`" + (f" (resumed {len(config['sessions'])} times)" if config.get("sessions") else ""),
+        f"Command: `python examples/evaluate.py {' '.join(config['argv'])}`" + (f" (resumed {len(config['sessions'])} times)" if config["sessions"] else ""),
         f"Targets: {', '.join(f'`{d}`' for d in flags['run_dirs'])}; data set `{flags['dataset']}`; "
         f"{flags['limit'] if flags['limit'] else 'all'} test images; attack seed {flags['seed']}.",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in config["versions"].items()) + ".",
@@ -105,10 +105,10 @@ def paper_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
         "## White-box attacks, paper protocol (Tables 2, 3, 5)",
         "",
         "As the authors' code runs them: averaged probabilities, loss NLL(log p), the model's own predictions as "
-        f"labels; FGSM, BIM and PGD under L_inf with Para. = eps; BIM and PGD {settings.get('steps', 10)} iterations "
-        f"of eps/10, PGD with one random start; JSMA with theta {settings.get('jsma_theta', 0.1)}, Para. = gamma; C&W L2 "
-        f"with Para. = initial c, {settings.get('cw_steps')} steps x {settings.get('cw_search_steps')} binary-search "
-        f"steps, learning rate {settings.get('cw_lr')}, confidence {settings.get('cw_confidence')}, margin on the averaged probabilities.",
+        f"labels; FGSM, BIM and PGD under L_inf with Para. = eps; BIM and PGD {settings['steps']} iterations "
+        f"of eps/10, PGD with one random start; JSMA with theta {settings['jsma_theta']}, Para. = gamma; C&W L2 "
+        f"with Para. = initial c, {settings['cw_steps']} steps x {settings['cw_search_steps']} binary-search "
+        f"steps, learning rate {settings['cw_lr']}, confidence {settings['cw_confidence']}, margin on the averaged probabilities.",
         "",
         _table(["Attacks", "Para."] + methods, rows),
     ])
@@ -120,7 +120,7 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
     flags = config["flags"]
     # The strong protocol's epsilons are the paper protocol's; the strong sweep adds PGD-100x5
     # results at others, which belong to the sweep's table, not beside AutoAttack's.
-    protocol_epsilons = {value for key in ("fgsm_eps", "bim_eps", "pgd_eps") for value in flags.get(key, [])}
+    protocol_epsilons = {value for key in ("fgsm_eps", "bim_eps", "pgd_eps") for value in flags[key]}
     found = set(_values(results, "strong", "pgd-strong", "inf")) | set(_values(results, "strong", "autoattack", "inf"))
     epsilons = sorted(eps for eps in found if eps in protocol_epsilons or not protocol_epsilons)
     if not epsilons:
@@ -138,10 +138,10 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
     parts = [
         "## Paper protocol beside the strong protocol",
         "",
-        f"Strong protocol: PGD with {flags.get('strong_steps', 100)} steps of 2.5 eps/steps and "
-        f"{flags.get('strong_restarts', 5)} random restarts, and AutoAttack (APGD-CE, then APGD-T with the DLR loss "
-        f"at the {flags.get('autoattack_targets', 9)} classes with the next-highest clean logits, then Square with "
-        f"{flags.get('square_queries', 5000)} queries; no FAB-T, which ART lacks; see docs/evaluation.md), both on "
+        f"Strong protocol: PGD with {flags['strong_steps']} steps of 2.5 eps/steps and "
+        f"{flags['strong_restarts']} random restarts, and AutoAttack (APGD-CE, then APGD-T with the DLR loss "
+        f"at the {flags['autoattack_targets']} classes with the next-highest clean logits, then Square with "
+        f"{flags['square_queries']} queries; no FAB-T, which ART lacks; see docs/evaluation.md), both on "
         "the averaged logits with the true labels, under L_inf. \"worst case\" counts an image as robust only "
         "when it survives both strong attacks.",
         "",
