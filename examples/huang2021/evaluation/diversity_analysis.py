@@ -166,9 +166,9 @@ def load_run(run_dir: Path, settings: DiversitySettings) -> RunAnalysis:
     try:
         ensembles = {name: members.to(device) for name, members in load_trained_ensembles(run_dir).items()}
         flags = run_flags(run_dir)
+        test = load_test_split(flags, device)
     except ValueError as error:
         raise ValueError(f"RUN_DIR: {error}") from None
-    test = load_test_split(flags, device)
     if settings.image_index is not None and not 0 <= settings.image_index < len(test.labels):
         raise ValueError(f"Expected --image-index to be in [0, {len(test.labels)}) (a test image), but got {settings.image_index}")
     return RunAnalysis(Path(run_dir), ensembles, test, flags["seed"])
