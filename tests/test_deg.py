@@ -732,3 +732,9 @@ def test_penalty_fraction_must_be_in_the_unit_interval(mixed_ensemble, fraction)
     models, x, y = mixed_ensemble
     with pytest.raises(ValueError, match="`penalty_fraction`"):
         deg_penalty(models, x, y, penalty_fraction=fraction)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_integer_labels_of_any_width_are_accepted(mixed_ensemble, dtype):
+    models, x, y = mixed_ensemble
+    torch.testing.assert_close(deg_penalty(models, x, y.to(dtype)).losses, deg_penalty(models, x, y).losses)

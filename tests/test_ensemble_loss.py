@@ -112,3 +112,9 @@ def test_ece_rejects_bad_input(logits, targets, error, match):
 def test_ece_rejects_unknown_member_reduction(member_reduction):
     with pytest.raises(ValueError, match="member_reduction"):
         ensemble_cross_entropy(torch.zeros(2, 2, 3), torch.zeros(2, dtype=torch.long), member_reduction=member_reduction)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_integer_targets_of_any_width_are_accepted(dtype):
+    logits, targets = torch.randn(3, 4, 5), torch.tensor([0, 4, 2, 1])
+    torch.testing.assert_close(ensemble_cross_entropy(logits, targets.to(dtype)), ensemble_cross_entropy(logits, targets))

@@ -295,6 +295,7 @@ def _gradient_penalty(
     default_ce = loss_fn is F.cross_entropy
     if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
         check_labels(y, "y", x.shape[0])
+        y = y.long()  # cross-entropy takes int64 class indices only
 
     penalised = _penalised_samples(x.shape[0], penalty_fraction)
     # One input per member (views of x, no copy): one backward pass gives all K gradients.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -77,7 +78,7 @@ def ensemble_cross_entropy(
     # One call over all K * B rows; the batch mean of each member is then a mean over axis 1.
     per_sample = F.cross_entropy(
         logits.reshape(num_members * batch, num_classes),
-        targets.to(logits.device).repeat(num_members),
+        targets.to(device=logits.device, dtype=torch.long).repeat(num_members),
         reduction="none",
     ).view(num_members, batch)
     per_member = per_sample.mean(dim=1)
