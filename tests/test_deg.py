@@ -738,3 +738,14 @@ def test_penalty_fraction_must_be_in_the_unit_interval(mixed_ensemble, fraction)
 def test_integer_labels_of_any_width_are_accepted(mixed_ensemble, dtype):
     models, x, y = mixed_ensemble
     torch.testing.assert_close(deg_penalty(models, x, y.to(dtype)).losses, deg_penalty(models, x, y).losses)
+
+
+def test_non_finite_values_raise_the_catchable_non_finite_error(mixed_ensemble):
+    from ensemble_diversity import NonFiniteError
+
+    models, x, y = mixed_ensemble
+    with pytest.raises(NonFiniteError, match="`x`"):
+        deg_penalty(models, x.clone().fill_(math.nan), y)
+    with pytest.raises(NonFiniteError, match="`grads`"):
+        dispersed_gradient_loss(torch.full((2, 3, 4), math.inf))
+    assert issubclass(NonFiniteError, ValueError)

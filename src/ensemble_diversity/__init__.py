@@ -11,6 +11,7 @@
 - :class:`VectorizedMembers`: K members of one architecture run as one ``torch.func.vmap`` call.
 """
 
+from ._checks import NonFiniteError
 from .adp import ADPRegularizer, adp_regularizer
 from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients, member_inputs
 from .ensemble import Ensemble, MemberOutputs
@@ -25,6 +26,7 @@ __all__ = [
     "Ensemble",
     "GradientPenalty",
     "MemberOutputs",
+    "NonFiniteError",
     "PriorityDiversifiedDropout",
     "PriorityStatistics",
     "VectorizedMembers",

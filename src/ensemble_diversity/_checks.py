@@ -94,6 +94,14 @@ def check_floating(value: Tensor, name: str) -> None:
         raise TypeError(f"Expected argument `{name}` to have a floating-point dtype, but got {value.dtype}")
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf where the library needs finite values: what a diverging training run meets first.
+
+    A ``ValueError``, so ``except ValueError`` still catches it; a training loop can catch this
+    one alone to stop a diverging run with its own message.
+    """
+
+
 def check_finite(value: Tensor, name: str) -> None:
     """Raise if ``value`` holds NaN or inf.
 
@@ -101,7 +109,7 @@ def check_finite(value: Tensor, name: str) -> None:
     it (see :func:`finite_check_wanted`).
     """
     if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"Expected argument `{name}` to hold only finite values, but it holds NaN or inf")
+        raise NonFiniteError(f"Expected argument `{name}` to hold only finite values, but it holds NaN or inf")
 
 
 def finite_check_wanted(value: Tensor, setting: bool | None) -> bool:

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ensemble_diversity._checks import (
     MemberTensors,
+    NonFiniteError,
     check_eps,
     check_finite,
     check_floating,
@@ -324,7 +325,7 @@ def _gradient_penalty(
 
     grads = _per_member_gradients(penalised_losses, inputs, create_graph, "x")
     if finite_check_wanted(grads, None) and not bool(torch.isfinite(grads).all()):
-        raise ValueError(
+        raise NonFiniteError(
             "Expected the members' input gradients to be finite, but they hold NaN or inf; "
             "check the parameters of `models` and the values of `x` and `y`"
         )
