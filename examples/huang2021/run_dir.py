@@ -95,6 +95,12 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        # A full disk or a lost permission: say which file, and that its last version survived.
+        raise OSError(
+            error.errno, f"writing {path} failed ({error.strerror or error}); its previous version, if any, is intact"
+        ) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

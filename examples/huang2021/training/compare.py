@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..data.splits import load_splits
+from ..data.splits import Splits, load_splits
 from ..evaluation.clean import comparison, evaluate
 from ..members import DESCRIPTION, feature_size
 from ..run_dir import CONFIG, RESULTS, create_run_dir, library_versions, load_json, model_path, save_json
@@ -25,7 +25,7 @@ from ..settings import as_flags
 from .checkpoints import save_kept_model
 from .config import Session, TrainingConfig
 from .distributed import Ranks, broadcast_object, check_ranks_agree, init_distributed
-from .loop import train_method
+from .loop import TrainedMethod, TrainingDiverged, train_method
 from .methods import parse_methods
 
 COMMAND = "python examples/train.py"
@@ -88,13 +88,18 @@ def _train_and_compare(config: TrainingConfig, session: Session, argv: list[str]
         say(f"distributed: {ranks.world_size} processes, each a 1/{ranks.world_size} shard of every batch of {config.optimisation.batch_size}")
 
     budget = session.stop_after_epochs
-    trained = {}
+    trained, diverged = {}, []
     for name in parse_methods(run.methods):
         try:
             method = train_method(name, config, splits, run_dir, device, epoch_budget=budget, ranks=ranks)
         except KeyboardInterrupt:
             say(f"\ninterrupted; continue with: {COMMAND} --resume {run_dir}")
             raise SystemExit(130) from None
+        except TrainingDiverged as error:
+            # One method's divergence says nothing about the others, which train on.
+            say(f"\n{error}")
+            diverged.append(name)
+            continue
         if method is None:
             say(f"stopped after --stop-after-epochs; continue with: {COMMAND} --resume {run_dir}")
             return None
@@ -112,12 +117,23 @@ def _train_and_compare(config: TrainingConfig, session: Session, argv: list[str]
             save_kept_model(run_dir, name, method.members, config, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy)
     if not ranks.is_main:
         return None
+    if diverged:
+        if trained:
+            print(format_table(_compared(trained, splits, run.eval_batch_size)))
+        # No results.json: the run is incomplete, and a resume retries the diverged methods.
+        raise SystemExit(f"diverged: {', '.join(diverged)} (see above); the other methods' results are not saved as the run's ({run_dir})")
 
-    results = comparison({name: evaluate(method.members, splits.test, run.eval_batch_size) for name, method in trained.items()})
-    for name, method in trained.items():
-        results["methods"][name].update(train_seconds=method.train_seconds, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy)
+    results = _compared(trained, splits, run.eval_batch_size)
     save_json(run_dir / RESULTS, results)
     print(format_table(results))
+    return results
+
+
+def _compared(trained: dict[str, TrainedMethod], splits: Splits, batch_size: int) -> dict[str, Any]:
+    """The comparison of the trained methods on the test split, with their training records."""
+    results = comparison({name: evaluate(method.members, splits.test, batch_size) for name, method in trained.items()})
+    for name, method in trained.items():
+        results["methods"][name].update(train_seconds=method.train_seconds, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy)
     return results
 
 

@@ -91,6 +91,13 @@ def all_reduce_sum(tensor: Tensor, ranks: Ranks) -> Tensor:
     return tensor
 
 
+def all_reduce_max(tensor: Tensor, ranks: Ranks) -> Tensor:
+    """The largest of ``tensor`` over ranks, in place (a no-op in a single process)."""
+    if ranks.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def broadcast_buffers(module: nn.Module, ranks: Ranks) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
 

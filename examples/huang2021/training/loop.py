@@ -13,6 +13,12 @@ exponent range, so no loss scaling is needed.
 
 Under ``torchrun`` each rank trains on its shard of every batch through DistributedDataParallel
 (:mod:`.distributed`); only rank 0 writes checkpoints and metrics (:mod:`.checkpoints`).
+
+A diverging method stops with :class:`TrainingDiverged`: on the CPU the library's own finite
+checks raise :class:`~ensemble_diversity.NonFiniteError` at the first NaN or inf; on an
+accelerator, where those checks are off (they would wait for the device), a flag kept on the
+device notes the first step whose loss is not finite and is read every ``CHECK_EVERY`` steps
+and at the epoch's end. The epoch's checkpoint is then not written, so the last good one stays.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ensemble_diversity import Ensemble, PriorityDiversifiedDropout
+from ensemble_diversity import Ensemble, NonFiniteError, PriorityDiversifiedDropout
 
 from ..data.augmentation import CropFlip, epoch_generator
 from ..data.splits import DATASETS, Split, Splits, batch_images
@@ -37,9 +43,16 @@ from ..progress import EpochProgress
 from ..run_dir import METRICS, append_jsonl, checkpoint_path, load_torch, save_torch
 from .checkpoints import TrainingState, checkpoint, log_missing, restore
 from .config import TrainingConfig
-from .distributed import SINGLE, EnsembleForward, Ranks, all_reduce_sum, broadcast_buffers, shard_rows
+from .distributed import SINGLE, EnsembleForward, Ranks, all_reduce_max, all_reduce_sum, broadcast_buffers, shard_rows
 from .methods import METHODS, Method
 from .objective import training_objective
+
+CHECK_EVERY = 10
+"""Steps between reads of the on-device divergence flag: one host synchronisation per 10 steps."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A method's training produced NaN or inf; the message says where, what is kept and what to change."""
 
 
 class TrainedMethod(NamedTuple):
@@ -170,6 +183,9 @@ def _train_epoch(name: str, config: TrainingConfig, state: TrainingState, splits
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     seen = torch.zeros((), dtype=torch.long, device=labels.device)
     penalised = torch.zeros((), dtype=torch.long, device=labels.device)
+    # The first step (1-based) whose loss was not finite, and that loss; -1 while none.
+    diverged_step = torch.full((), -1, dtype=torch.long, device=labels.device)
+    diverged_loss = torch.zeros((), device=labels.device)
     for index, batch in enumerate(batches):
         # Counted from the run's first step, so a resumed run penalises the same steps.
         with_penalty = ((epoch - 1) * len(batches) + index) % config.optimisation.deg_every == 0
@@ -179,13 +195,27 @@ def _train_epoch(name: str, config: TrainingConfig, state: TrainingState, splits
         rows = shard_rows(len(batch), ranks)
         batch = batch[rows]
         batch_x = batch_images(images, batch, None if crops is None else crops.select(rows))
-        with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=config.optimisation.amp == "bf16"):
-            objective = training_objective(
-                method, state.model, batch_x, labels[batch], weights, config.adversarial, with_penalty=with_penalty
-            )
+        try:
+            with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=config.optimisation.amp == "bf16"):
+                objective = training_objective(
+                    method, state.model, batch_x, labels[batch], weights, config.adversarial, with_penalty=with_penalty
+                )
+        except NonFiniteError as error:
+            what = f"a value the library checks became NaN or inf ({error})"
+            raise TrainingDiverged(divergence_message(name, config, epoch, index + 1, what)) from None
         state.optimizer.zero_grad(set_to_none=True)
         objective.loss.backward()
         state.optimizer.step()
+        loss = objective.loss.detach()
+        first = (diverged_step < 0) & ~torch.isfinite(loss)
+        diverged_step = torch.where(first, index + 1, diverged_step)
+        diverged_loss = torch.where(first, loss, diverged_loss)
+        if (index + 1) % CHECK_EVERY == 0 or index + 1 == len(batches):
+            # Every rank must stop together: the largest step any rank saw diverge.
+            step = int(all_reduce_max(diverged_step, ranks).item())
+            if step > 0:
+                what = f"its training loss was {diverged_loss.item()}"
+                raise TrainingDiverged(divergence_message(name, config, epoch, step, what))
         size = len(batch)
         loss_sum += objective.loss.detach() * size
         if with_penalty:
@@ -210,6 +240,19 @@ def _train_epoch(name: str, config: TrainingConfig, state: TrainingState, splits
         "lr": lr,
         "seconds": time.perf_counter() - start,
     }
+
+
+def divergence_message(name: str, config: TrainingConfig, epoch: int, step: int, what: str) -> str:
+    """What a user reads when method ``name`` diverges: where, what is kept, the usual causes."""
+    optimisation, weights = config.optimisation, config.weights
+    kept = f"the checkpoint of epoch {epoch - 1}, with the best members so far, is kept" if epoch > 1 else "no epoch completed, so nothing is kept"
+    return (
+        f"{name} diverged in epoch {epoch}, step {step}: {what}. The method stops ({kept}); the run's other "
+        f"methods still train. Usual causes: a learning rate too high (--lr {optimisation.lr}), a regulariser "
+        f"weight too large (--deg-lambda {weights.deg_lambda}, --gal-lambda {weights.gal_lambda}, --adp-alpha "
+        f"{weights.adp_alpha}, --adp-beta {weights.adp_beta}) or bfloat16 (--amp {optimisation.amp}). Start a new run "
+        "with a lower --lr; --resume would go on from the last good epoch with the same flags."
+    )
 
 
 def validation_accuracy(ensemble: Ensemble, split: Split, batch_size: int, ranks: Ranks = SINGLE) -> float:
