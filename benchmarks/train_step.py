@@ -17,7 +17,9 @@ timed is what the examples train. Steps timed:
   same members, same batch, as a fraction of the penalty's range ``[-P, P]``, P = K(K-1)/2
   pairs; a relative difference would be meaningless, the penalty starting near 0):
   ``deg every N`` (the penalty on one step in N, ``--deg-every N`` of the examples, N = 4 by
-  default; time per step averaged over the N), ``deg bf16`` (autocast to bfloat16), ``deg vmap`` and ``baseline vmap``
+  default; time per step averaged over the N), ``deg sub-batch F`` (the penalty on the first
+  ``ceil(F * B)`` images of every batch, ``--deg-fraction F`` of the examples; one row per F
+  of ``--deg-fraction``, 0.25 by default; timed when ``--methods`` names it), ``deg bf16`` (autocast to bfloat16), ``deg vmap`` and ``baseline vmap``
   (members run as one ``VectorizedMembers`` call per half);
 - ``deg one pass per member``: the input gradients taken with one backward pass per member on
   a shared input, the path this library replaced with ``member_inputs`` (for the record);
@@ -52,7 +54,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +78,11 @@ COMPILED_PATHS = ("baseline compiled", "pdd compiled")
 WEIGHTS = Weights(ce_reduction="mean", deg_lambda=0.01, adp_alpha=2.0, adp_beta=0.5, gal_lambda=0.5)
 NUM_CLASSES = 100
 PENALTY_COMPARED = ("deg bf16", "deg vmap", "deg one pass per member")
-"""Steps whose first penalty is compared with plain DEG's (``deg every N``'s first step is plain DEG)."""
+"""Steps whose first penalty is compared with plain DEG's (``deg every N``'s first step is plain DEG; the
+``deg sub-batch`` rows too, the difference being the sub-batch's sampling error)."""
+SUB_BATCH = "deg sub-batch "
+SUB_BATCH_PATHS = (SUB_BATCH + "F",)
+"""Timed when ``--methods`` names ``deg sub-batch F``: one row ``deg sub-batch 0.25`` per fraction of ``--deg-fraction``."""
 USER_STEPS = {
     "baseline": "sum(F.cross_entropy(model(x), y) for model in models).backward()",
     "pdd": "ensemble_cross_entropy(ens.member_logits(x), y, member_reduction='sum').backward()",
@@ -112,6 +118,9 @@ def step_function(name: str, setting: Setting, deg_every: int = 4, compile_backe
         return _vectorized_step(setting, deg=name == "deg vmap")
     if name == "deg one pass per member":
         return _shared_input_deg_step(setting)
+    weights = WEIGHTS
+    if name.startswith(SUB_BATCH):
+        weights, name = replace(WEIGHTS, deg_fraction=float(name.removeprefix(SUB_BATCH))), "deg"
     method_name = {"deg every N": "deg", "deg bf16": "deg"}.get(name, name.removesuffix(" compiled"))
     method = METHODS[method_name]
     members = setting.members()
@@ -135,7 +144,7 @@ def step_function(name: str, setting: Setting, deg_every: int = 4, compile_backe
         counter[0] += 1
         with autocast():
             objective = training_objective(
-                method, model, setting.images, setting.labels, WEIGHTS, with_penalty=with_penalty
+                method, model, setting.images, setting.labels, weights, with_penalty=with_penalty
             )
         return sgd_update(optimizer, objective.loss, objective.penalty)
 
@@ -230,7 +239,7 @@ def measure(
     if "deg" in names:
         deg_penalty_value = first_step_penalty("deg", setting)
         pairs = setting.num_members * (setting.num_members - 1) / 2
-        for name in PENALTY_COMPARED:
+        for name in (*PENALTY_COMPARED, *(name for name in rows if name.startswith(SUB_BATCH))):
             if name in rows:
                 value = first_step_penalty(name, setting)
                 rows[name]["first_step_penalty"] = value
@@ -385,6 +394,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds, median reported (default: 15, or 5 with --small)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: %(default)s)")
     parser.add_argument("--deg-every", type=int, default=4, metavar="N", help="the cheaper DEG setting's N (default: %(default)s)")
+    parser.add_argument(
+        "--deg-fraction",
+        default="0.25",
+        metavar="F[,F...]",
+        help="the sub-batch DEG setting's shares of the batch, one 'deg sub-batch F' row each (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--compile",
@@ -403,11 +418,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.torchvision and (args.small or args.width is not None or args.compile):
         parser.error("--torchvision: the members are torchvision's full-width resnet18; --small, --width and --compile set the harness's")
-    known = tuple(USER_STEPS) if args.torchvision else PAPER_METHODS + FAST_PATHS + (COMPILED_PATHS if args.compile else ())
-    methods = args.methods or ",".join(known)
+    known = tuple(USER_STEPS) if args.torchvision else PAPER_METHODS + FAST_PATHS + SUB_BATCH_PATHS + (COMPILED_PATHS if args.compile else ())
+    methods = args.methods or ",".join(name for name in known if name not in SUB_BATCH_PATHS)
     names = [name.strip() for name in methods.split(",") if name.strip()]
     if "baseline" not in names or any(name not in known for name in names):
         parser.error(f"--methods: expected names from {list(known)}, baseline included, but got {methods!r}")
+    try:
+        fractions = [float(value) for value in args.deg_fraction.split(",")]
+    except ValueError:
+        fractions = []
+    if not fractions or not all(0.0 < value <= 1.0 for value in fractions):
+        parser.error(f"--deg-fraction: expected comma-separated numbers in (0, 1], but got {args.deg_fraction!r}")
+    if "deg sub-batch F" in names:
+        at = names.index("deg sub-batch F")
+        names[at : at + 1] = [f"{SUB_BATCH}{value:g}" for value in fractions]
     members = args.members or ("3" if args.torchvision else "3,5")
     try:
         member_counts = [int(value) for value in members.split(",")]
@@ -466,7 +490,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.torchvision:
         settings |= {"torchvision": setting.torchvision_version, "steps": {name: USER_STEPS[name] for name in names}}
     else:
-        settings |= {"width": width, "weights": asdict(WEIGHTS), "deg_every": args.deg_every, "compile_backend": args.compile}
+        settings |= {
+            "width": width, "weights": asdict(WEIGHTS), "deg_every": args.deg_every, "deg_fractions": fractions,
+            "compile_backend": args.compile,
+        }  # fmt: skip
     result = {"benchmark": "train_step", **machine(device), "settings": settings, "results": results}
     out = args.out or Path(f"benchmarks/results/train_step{'-torchvision' if args.torchvision else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

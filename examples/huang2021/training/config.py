@@ -119,6 +119,14 @@ class Weights:
         choices=("auto", "mean", "sum"),
     )
     deg_lambda: float = flag(0.01, "DEG weight lambda, eq. 4")
+    deg_fraction: float = flag(
+        1.0,
+        "compute the DEG/GAL penalty on the first ceil(F x B) images of each batch only, a cheaper setting; "
+        "the others take a plain forward, the CE covers the whole batch (1: the whole batch)",
+        check=Check(lambda value: 0.0 < value <= 1.0, "in (0, 1] (a share of the batch)"),
+        group=(Optimisation.__doc__ or "").strip(),
+        metavar="F",
+    )  # a Weights field (the objective reads it), listed in --help beside --deg-every
     gal_lambda: float = flag(0.5, "GAL weight (DVERGE's re-implementation of GAL)")
     adp_alpha: float = flag(2.0, "ADP ensemble-entropy weight")
     adp_beta: float = flag(0.5, "ADP log-det weight")

@@ -4,13 +4,17 @@ One forward per input through the training model (``EnsembleForward``, the modul
 under ``torchrun``): the K members' features, PDD between them and the heads for the PDD
 methods (the library's ``Ensemble.member_outputs``), and the K heads. Each member's CE is
 computed once: eq. 1 reduces them over the members and DEG (eqs. 3-4) or GAL differentiates
-each with respect to the member's own input.
+each with respect to the member's own input. With ``--deg-fraction F`` < 1 the penalised
+images (the batch's first ``ceil(F * B)``) and the rest take one forward each, as in the
+library's ``deg_penalty(..., penalty_fraction=F)``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -57,6 +61,9 @@ def training_objective(
     examples and the loss is ``(1 - w) * objective(clean) + w * objective(adversarial)``.
     ``with_penalty=False`` leaves out the input-gradient penalty (DEG, GAL) on this batch, the
     cheaper setting ``--deg-every N`` that pays for double backprop on every N-th step only.
+    ``weights.deg_fraction`` < 1 (``--deg-fraction F``) computes it on the batch's first
+    ``ceil(F * B)`` images only (:func:`penalised_samples`), the other cheaper setting: exactly
+    ``deg_penalty(..., penalty_fraction=F)`` (``gal_penalty``'s for GAL) of the library.
     """
     ensemble = _ensemble_of(model)
     if method.pdd != (ensemble.pdd is not None):
@@ -82,27 +89,52 @@ def training_objective(
 def _objective(method: Method, model: nn.Module, images: Tensor, labels: Tensor, weights: Weights, with_penalty: bool) -> Objective:
     """Eq. 1 plus the method's regulariser on one input, without the attack."""
     gradient_penalty = (method.deg or method.gal) and with_penalty
+    if not gradient_penalty:
+        logits = model(images).logits
+        member_losses = ensemble_cross_entropy(logits, labels, member_reduction="none")
+        loss, penalty = _cross_entropy(method, member_losses, weights), member_losses.new_zeros(())
+        if method.adp:
+            penalty = adp_regularizer(logits, labels, alpha=weights.adp_alpha, beta=weights.adp_beta).value
+            loss = loss + penalty
+        return Objective(loss, penalty.detach(), logits.detach())
     # DEG differentiates each member's loss with respect to its input: one input per member
-    # (views of the batch) lets one backward pass give all K gradients.
-    inputs = member_inputs(images, _ensemble_of(model).num_members) if gradient_penalty else images
-    logits = model(inputs, per_member=gradient_penalty).logits
+    # (views of the batch) lets one backward pass give all K gradients. With --deg-fraction F
+    # < 1 only the first n = ceil(F * B) images get them (double backprop on n images); the
+    # rest run as a plain forward, as in the library's deg_penalty(..., penalty_fraction=F).
+    penalised = penalised_samples(images.shape[0], weights.deg_fraction)
+    inputs = member_inputs(images[:penalised], _ensemble_of(model).num_members)
+    penalised_logits = model(inputs, per_member=True).logits
+    logits = penalised_logits
+    if penalised < images.shape[0]:
+        logits = torch.cat([penalised_logits, model(images[penalised:]).logits], dim=1)
     member_losses = ensemble_cross_entropy(logits, labels, member_reduction="none")
-    reduction = method.ce_reduction if weights.ce_reduction == "auto" else weights.ce_reduction
-    loss = member_losses.mean() if reduction == "mean" else member_losses.sum()
-    penalty = loss.new_zeros(())
-    if gradient_penalty:
-        # g_k = dL_CE(y_k, y)/dx of Algorithm 2, one gradient per member.
-        grads = member_input_gradients(member_losses, inputs, per_member=True)
-        if method.deg:
-            penalty = dispersed_gradient_loss(grads)
-            loss = loss + weights.deg_lambda * penalty
-        else:
-            penalty = gradient_alignment_loss(grads)
-            loss = loss + weights.gal_lambda * penalty
-    if method.adp:
-        penalty = adp_regularizer(logits, labels, alpha=weights.adp_alpha, beta=weights.adp_beta).value
-        loss = loss + penalty
+    penalised_losses = member_losses
+    if penalised < images.shape[0]:
+        penalised_losses = ensemble_cross_entropy(penalised_logits, labels[:penalised], member_reduction="none")
+    # g_k = dL_CE(y_k, y)/dx of Algorithm 2, one gradient per member, on the penalised images.
+    grads = member_input_gradients(penalised_losses, inputs, per_member=True)
+    if method.deg:
+        penalty = dispersed_gradient_loss(grads)
+        loss = _cross_entropy(method, member_losses, weights) + weights.deg_lambda * penalty
+    else:
+        penalty = gradient_alignment_loss(grads)
+        loss = _cross_entropy(method, member_losses, weights) + weights.gal_lambda * penalty
     return Objective(loss, penalty.detach(), logits.detach())
+
+
+def penalised_samples(batch: int, fraction: float) -> int:
+    """How many of a batch's first images get the DEG/GAL penalty under ``--deg-fraction``: ``ceil(fraction * batch)``, at least 1.
+
+    >>> penalised_samples(64, 1.0), penalised_samples(64, 0.25), penalised_samples(64, 0.1), penalised_samples(3, 0.01)
+    (64, 16, 7, 1)
+    """
+    return max(1, math.ceil(fraction * batch))
+
+
+def _cross_entropy(method: Method, member_losses: Tensor, weights: Weights) -> Tensor:
+    """Eq. 1: the members' CE terms ``[K]`` reduced as ``--ce-reduction`` says."""
+    reduction = method.ce_reduction if weights.ce_reduction == "auto" else weights.ce_reduction
+    return member_losses.mean() if reduction == "mean" else member_losses.sum()
 
 
 def _ensemble_of(model: nn.Module) -> Ensemble:
