@@ -53,7 +53,7 @@ done
 # less than that is left of the budget.
 if ((SMOKE)); then
     DEVICE=cpu BUDGET=${BUDGET:-150} OUT_DIR=${OUT_DIR:-$(mktemp -d)}
-    BATCHES=(2 4) MEMBERS=2 COMPILE=aot_eager  # aot_eager: graph capture without inductor's minute of code generation
+    BATCHES=(8 16) MEMBERS=2 COMPILE=aot_eager  # aot_eager: graph capture without inductor's minute of code generation
     OP_ARGS=(--repeats 1 --calls 1)
     STEP_ARGS=(--width 2 --rounds 1 --warmup 0 --threads 1)
     USER_ARGS=(--rounds 1 --warmup 0 --threads 1 --profile 3)

@@ -68,7 +68,15 @@ from huang2021.training.objective import training_objective
 from machine import machine
 from torch import Tensor, nn
 
-from ensemble_diversity import Ensemble, PriorityDiversifiedDropout, VectorizedMembers, deg_penalty, ensemble_cross_entropy
+from ensemble_diversity import (
+    Ensemble,
+    PriorityDiversifiedDropout,
+    VectorizedMembers,
+    adp_regularizer,
+    deg_penalty,
+    ensemble_cross_entropy,
+    gal_penalty,
+)
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs
 
 PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
@@ -88,6 +96,9 @@ USER_STEPS = {
     "pdd": "ensemble_cross_entropy(ens.member_logits(x), y, member_reduction='sum').backward()",
     "deg": "out = deg_penalty(models, x, y); (out.losses.mean() + 0.01 * out.penalty).backward()",
     "pdd+deg": "out = deg_penalty(ens, x, y); (out.losses.mean() + 0.01 * out.penalty).backward()",
+    "pdd+deg 1/4 batch": "out = deg_penalty(ens, x, y, penalty_fraction=0.25); (out.losses.mean() + 0.01 * out.penalty).backward()",
+    "adp": "z = torch.stack([model(x) for model in models]); (ensemble_cross_entropy(z, y, member_reduction='sum') + adp_regularizer(z, y).value).backward()",
+    "gal": "out = gal_penalty(models, x, y); (out.losses.mean() + 0.5 * out.penalty).backward()",
 }
 """``--torchvision``: each step's loss as a user writes it, ``models`` K torchvision ``resnet18``,
 ``ens = Ensemble(models, pdd=PriorityDiversifiedDropout(K))``; an SGD step follows each."""
@@ -356,8 +367,15 @@ class UserStep:
             loss = sum(F.cross_entropy(model(x), y) for model in self.models)
         elif self.name == "pdd":
             loss = ensemble_cross_entropy(self.ensemble.member_logits(x), y, member_reduction="sum")
+        elif self.name == "adp":
+            logits = torch.stack([model(x) for model in self.models])
+            loss = ensemble_cross_entropy(logits, y, member_reduction="sum") + adp_regularizer(logits, y).value
+        elif self.name == "gal":
+            out = gal_penalty(self.models, x, y)
+            loss, penalty = out.losses.mean() + 0.5 * out.penalty, out.penalty
         else:
-            out = deg_penalty(self.models if self.ensemble is None else self.ensemble, x, y)
+            fraction = 0.25 if self.name.endswith("1/4 batch") else 1.0
+            out = deg_penalty(self.models if self.ensemble is None else self.ensemble, x, y, penalty_fraction=fraction)
             loss, penalty = out.losses.mean() + 0.01 * out.penalty, out.penalty
         self.penalty = sgd_update(self.optimizer, loss, penalty)
         return self.penalty
@@ -366,11 +384,11 @@ class UserStep:
 def measure_user_steps(
     names: list[str], setting: TorchvisionSetting, *, rounds: int, warmup: int, device: torch.device, profile: int = 0
 ) -> dict[str, Any]:
-    """:func:`interleaved_rows` of :class:`UserStep`; DEG rows add their last penalty, PDD rows the tallies made."""
+    """:func:`interleaved_rows` of :class:`UserStep`; DEG and GAL rows add their last penalty, PDD rows the tallies made."""
     steps = {name: UserStep(name, setting) for name in names}
     rows = interleaved_rows(steps, dict.fromkeys(names, 1), rounds=rounds, warmup=warmup, device=device, profile=profile)
     for name, step in steps.items():
-        if "deg" in name:
+        if "deg" in name or name == "gal":
             rows[name]["last_penalty"] = float(step.penalty)
         if step.ensemble is not None:
             # K tallies (one per member) per sample and step with PDD's per-sample statistics.

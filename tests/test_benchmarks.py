@@ -62,18 +62,20 @@ def test_train_step_benchmark_times_every_step_and_writes_its_table(tmp_path):
 @pytest.mark.slow
 def test_train_step_benchmark_times_the_users_torchvision_steps(tmp_path):
     module = load("train_step")
-    result, rows = run_train_step(tmp_path, ["--torchvision", "--batch-size", "2", "--rounds", "2", "--profile", "3"])
+    # Batch 8: the 1/4-batch step's parts (2 and 6 images) each need 2 for BatchNorm in training mode.
+    result, rows = run_train_step(tmp_path, ["--torchvision", "--batch-size", "8", "--rounds", "2", "--profile", "3"])
     assert result["settings"]["steps"] == module.USER_STEPS
     assert list(rows) == list(module.USER_STEPS)
     for row in rows.values():
         assert len(row["profile"]) == 3 and all(0 < op["share"] <= 1 for op in row["profile"])
     # The PDD rows ran every step through the ensemble's PDD: one tally per member and sample
     # in each of the 2 + 1 steps (the rounds, the profiled step).
-    for name in ("pdd", "pdd+deg"):
-        assert rows[name]["priority_tallies"] == 2 * 2 * 3
-    # K = 2: the penalty is the one pair's cosine.
-    for name in ("deg", "pdd+deg"):
+    for name in ("pdd", "pdd+deg", "pdd+deg 1/4 batch"):
+        assert rows[name]["priority_tallies"] == 2 * 8 * 3
+    # K = 2: the penalty is the one pair's cosine (GAL's log-sum-exp of one pair is that cosine too).
+    for name in ("deg", "pdd+deg", "pdd+deg 1/4 batch", "gal"):
         assert math.isfinite(rows[name]["last_penalty"]) and abs(rows[name]["last_penalty"]) <= 1
+    assert set(rows) >= {"baseline", "adp", "pdd", "deg", "pdd+deg", "gal"}  # every method of the paper's comparison
     assert "priority_tallies" not in rows["deg"] and "last_penalty" not in rows["pdd"]
 
 
@@ -84,7 +86,7 @@ def test_train_step_benchmark_refuses_bad_flags(capsys):
         (["--members", "1"], "--members"),
         (["--rounds", "0"], "--rounds"),
         (["--profile", "-1"], "--profile"),
-        (["--torchvision", "--methods", "baseline,adp"], "--methods"),
+        (["--torchvision", "--methods", "baseline,deg vmap"], "--methods"),
         (["--torchvision", "--width", "8"], "--torchvision"),
         (["--torchvision", "--compile", "aot_eager"], "--torchvision"),
         (["--methods", "baseline,pdd compiled"], "--methods"),  # the compiled steps need --compile
@@ -106,16 +108,16 @@ def test_gpu_script_cpu_smoke_runs_every_stage_and_the_tables_command_reads_them
     run = gpu_script("--cpu-smoke", "--out", str(tmp_path))
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     record = json.loads((tmp_path / "stages.json").read_text())
-    stages = ["cuda-tests", "pdd-op", "steps-batch2", "user-steps-batch2", "user-steps-batch4", "steps-batch4"]
+    stages = ["cuda-tests", "pdd-op", "steps-batch8", "user-steps-batch8", "user-steps-batch16", "steps-batch16"]
     assert [stage["stage"] for stage in record["stages"]] == stages
     assert {stage["status"] for stage in record["stages"]} == {"passed"}
     assert record["benchmark"] == "gpu.sh" and record["torch"] and record["budget_seconds"] == 150
     written = {path.name for path in tmp_path.iterdir()}
-    benchmarks = {"pdd_op.json", "train_step-batch2.json", "train_step-batch4.json"}
-    benchmarks |= {"train_step-torchvision-batch2.json", "train_step-torchvision-batch4.json"}
+    benchmarks = {"pdd_op.json", "train_step-batch8.json", "train_step-batch16.json"}
+    benchmarks |= {"train_step-torchvision-batch8.json", "train_step-torchvision-batch16.json"}
     # At most 8 files: what the device tool brings back from $OUT.
     assert written == benchmarks | {"stages.json", "gpu.log"}
-    steps = json.loads((tmp_path / "train_step-batch2.json").read_text())
+    steps = json.loads((tmp_path / "train_step-batch8.json").read_text())
     assert set(steps["results"][0]["rows"]) >= {"baseline compiled", "pdd compiled", "deg vmap", "deg bf16", "gal"}
     assert steps["settings"]["compile_backend"] == "aot_eager"
     # The command docs/performance.md gives, on this output; gpu.sh printed the same tables last.
@@ -123,15 +125,15 @@ def test_gpu_script_cpu_smoke_runs_every_stage_and_the_tables_command_reads_them
     assert tables in run.stdout and tables in (tmp_path / "gpu.log").read_text()
     for name in benchmarks | {"stages.json"}:
         assert f"(`{name}`)" in tables
-    assert "| pdd compiled |" in tables and "| steps-batch4 | passed |" in tables
+    assert "| pdd compiled |" in tables and "| steps-batch16 | passed |" in tables
 
 
 @pytest.mark.slow
 def test_gpu_script_skips_the_stages_its_budget_leaves_no_time_for(tmp_path):
-    run = gpu_script("--cpu-smoke", "--budget", "0", "--only", "pdd-op,steps-batch4", "--out", str(tmp_path))
+    run = gpu_script("--cpu-smoke", "--budget", "0", "--only", "pdd-op,steps-batch16", "--out", str(tmp_path))
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     record = json.loads((tmp_path / "stages.json").read_text())
-    assert [(stage["stage"], stage["status"]) for stage in record["stages"]] == [("pdd-op", "skipped"), ("steps-batch4", "skipped")]
+    assert [(stage["stage"], stage["status"]) for stage in record["stages"]] == [("pdd-op", "skipped"), ("steps-batch16", "skipped")]
     assert "budget" in record["stages"][0]["note"]
     assert {path.name for path in tmp_path.iterdir()} == {"stages.json", "gpu.log"}
 
