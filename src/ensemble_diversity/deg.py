@@ -243,9 +243,9 @@ def deg_penalty(
             first ``n = ceil(penalty_fraction * B)`` samples (shuffle the batches). The cosine
             of eq. 3 is a mean over samples, so a random sub-batch estimates it without bias,
             and double backprop, the penalty's cost, runs on n samples only; the other samples
-            take a plain forward (two forwards per member in all: BatchNorm in training mode
-            then normalises and updates its statistics per part). ``logits`` and ``losses``
-            still cover the whole batch.
+            take a plain forward (two forwards per member in all: BatchNorm in training mode,
+            and PDD with ``statistics="batch"``, then work per part). ``logits`` and
+            ``losses`` still cover the whole batch.
 
     Returns:
         :class:`GradientPenalty` ``(penalty, logits [K, B, L], losses [K])``.
