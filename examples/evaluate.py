@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from huang2021.evaluation.robustness import EvaluationConfig, Targets, evaluate_robustness, load_targets, open_out_dir
+from huang2021.evaluation.robustness import EvaluationConfig, Targets, evaluate_robustness, load_targets, open_out_dir, without_diversity
 from huang2021.settings import add_flags, from_flags
 
 
@@ -39,7 +39,9 @@ def parse(argv: list[str]) -> tuple[EvaluationConfig, Targets, list[Path]]:
     try:
         surrogates = [("--type1-surrogate", flags["type1_surrogate"]), ("--type2-surrogate", flags["type2_surrogate"])]
         targets = load_targets(run_dirs, dataset=flags["dataset"], surrogates=surrogates)
-        dataset = targets.train_flags["dataset"]
+        dataset = targets.dataset
+        if len(targets.ensembles) > 1:
+            flags["attacks"] = without_diversity(flags["attacks"], seeds=sorted(targets.ensembles))
         return from_flags(EvaluationConfig, {**flags, "dataset": dataset}, dataset=dataset), targets, run_dirs
     except ValueError as error:
         parser.error(str(error))

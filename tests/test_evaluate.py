@@ -19,10 +19,10 @@ pytest.importorskip("matplotlib")
 
 from huang2021.data.splits import Split, digits_splits
 from huang2021.evaluation import robustness
-from huang2021.evaluation.attacks import AttackSettings, craft, ensemble_classifier
+from huang2021.evaluation.attacks import STRONG_ATTACKS, AttackSettings, craft, ensemble_classifier
 from huang2021.evaluation.clean import correct_on
-from huang2021.evaluation.report import REPORT, write_report
-from huang2021.evaluation.results import result_key, robust_result
+from huang2021.evaluation.report import REPORT
+from huang2021.evaluation.results import robust_result
 from huang2021.run_dir import load_json
 from huang2021.training.checkpoints import load_trained_ensembles
 
@@ -94,13 +94,13 @@ def test_load_trained_ensembles_gives_the_trained_models_in_eval_mode(run_dir):
 @pytest.mark.parametrize(
     "attack, parameter, norm",
     [("fgsm", 0.2, np.inf), ("bim", 0.2, np.inf), ("pgd", 0.2, np.inf), ("pgd", 2.0, 2.0), ("jsma", 0.2, np.inf),
-     ("cw", 10.0, 2.0), ("pgd-strong", 0.2, np.inf), ("autoattack", 0.2, np.inf)],
+     ("cw", 10.0, 2.0), ("autoattack", 0.2, np.inf)],
 )
 def test_every_attack_lowers_the_accuracy_of_an_undefended_ensemble(run_dir, attack, parameter, norm):
     members = load_trained_ensembles(run_dir)["baseline"]
     test = digits_splits(0, torch.device("cpu")).test
     images, labels = test.images[:16], test.labels[:16]
-    strong = attack in ("pgd-strong", "autoattack")
+    strong = attack == "autoattack"
     settings = AttackSettings(steps=10, jsma_theta=1.0, cw_steps=10, cw_lr=0.1, cw_search_steps=1, strong_steps=10, strong_restarts=1, square_queries=10)
     classifier = ensemble_classifier(members, "logits" if strong else "probabilities", (1, 8, 8), torch.device("cpu"))
     np.random.seed(0)
@@ -134,20 +134,25 @@ def test_every_attack_and_report_section_is_written(evaluated):
     methods = ["baseline", "pdd", "pdd (authors' scaling)"]
     for method in methods:
         for key in ("paper/fgsm/inf/0.2", "paper/bim/inf/0.2", "paper/pgd/inf/0.2", "paper/jsma/0/0.1", "paper/cw/2/1",
-                    "strong/pgd-strong/inf/0.2", "strong/autoattack/inf/0.2", "paper/pgd/inf/0.1", "paper/pgd/2/2",
-                    "strong/pgd-strong/2/1", "clean/none/-/0"):
-            result = results[f"{key}/{method}"]
-            assert result["images"] == 8 and len(result["robust"]) == 8
+                    "strong/pgd-strong/inf/0.2", "strong/pgd-probs/inf/0.2", "strong/mora/inf/0.2", "strong/autoattack/inf/0.2",
+                    "paper/pgd/inf/0.1", "paper/pgd/2/2", "strong/pgd-strong/2/1", "clean/none/-/0"):
+            result = results[f"{key}/{method}/seed-0"]
+            assert result["images"] == 8 and len(result["robust"]) == 8 and result["train_seed"] == 0
             assert 0 <= result["robust_correct"] <= result["clean_correct"] <= 8
             assert result["accuracy"] == result["robust_correct"] / 8
+        # The strong attacks run in sequence, each on the survivors of the ones before it: each mask is the worst case so far.
+        masks = [np.asarray(results[f"strong/{attack}/inf/0.2/{method}/seed-0"]["robust"], dtype=bool) for attack in STRONG_ATTACKS]
+        assert all((later <= earlier).all() for earlier, later in zip(masks, masks[1:]))
+        assert results[f"strong/autoattack/inf/0.2/{method}/seed-0"]["survivors_of"] == ["pgd-strong", "pgd-probs", "mora"]
     # Type I: the baseline of the surrogate run for every target; Type II: the target's own method.
-    surrogate = Path(results["clean/none/-/0/baseline"]["run_dir"]).name
-    assert f"transfer-I/pgd/inf/0.2/pdd (authors' scaling)/{surrogate}:baseline" in results
-    assert f"transfer-II/jsma/0/0.1/pdd (authors' scaling)/{surrogate}:pdd" in results
-    assert results["paper/pgd/inf/0.2/baseline"]["model_output"] == "averaged probabilities"
-    assert results["paper/pgd/inf/0.2/baseline"]["labels"] == "model predictions"
-    assert results["strong/autoattack/inf/0.2/baseline"]["model_output"] == "averaged logits"
-    assert results["strong/autoattack/inf/0.2/baseline"]["labels"] == "true labels"
+    surrogate = Path(results["clean/none/-/0/baseline/seed-0"]["run_dir"]).name
+    assert f"transfer-I/pgd/inf/0.2/pdd (authors' scaling)/{surrogate}:baseline/seed-0" in results
+    assert f"transfer-II/jsma/0/0.1/pdd (authors' scaling)/{surrogate}:pdd/seed-0" in results
+    assert results["paper/pgd/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
+    assert results["paper/pgd/inf/0.2/baseline/seed-0"]["labels"] == "model predictions"
+    assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["model_output"] == "averaged logits"
+    assert results["strong/pgd-probs/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
+    assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["labels"] == "true labels"
 
     csv_lines = (evaluated / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("key,protocol,attack") and len(csv_lines) == len(results) + 1
@@ -175,6 +180,7 @@ def test_a_rerun_skips_finished_attacks(evaluated, run_dir, authors_run_dir, mon
         raise AssertionError("a finished attack ran again")
 
     monkeypatch.setattr(robustness, "craft", no_attack)
+    monkeypatch.setattr(robustness, "ensemble_pgd", no_attack)
     monkeypatch.setattr(robustness, "diversity_section", no_attack)
     evaluate.main([str(run_dir), str(authors_run_dir), "--out-dir", str(evaluated), *FAST,
                    "--type1-surrogate", str(run_dir), "--type2-surrogate", str(run_dir)])
@@ -196,64 +202,9 @@ def test_a_failing_attack_keeps_the_results_before_it(run_dir, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="crash"):
         evaluate.main([str(run_dir), "--out-dir", str(tmp_path / "out"), *FAST, "--attacks", "fgsm,bim"])
     results = load_json(tmp_path / "out" / "results.json")["results"]
-    assert "paper/fgsm/inf/0.2/baseline" in results and "paper/fgsm/inf/0.2/pdd" not in results
-    assert "paper/fgsm/inf/0.2/baseline" in (tmp_path / "out" / "results.csv").read_text()
+    assert "paper/fgsm/inf/0.2/baseline/seed-0" in results and "paper/fgsm/inf/0.2/pdd/seed-0" not in results
+    assert "paper/fgsm/inf/0.2/baseline/seed-0" in (tmp_path / "out" / "results.csv").read_text()
     assert "FGSM" in (tmp_path / "out" / REPORT).read_text()
-
-
-def _result(protocol, attack, norm, value, method, robust, surrogate=None, seconds=1.5):
-    robust = torch.tensor(robust, dtype=torch.bool)
-    # Clean results are their own "before": every other result's images were all right before.
-    clean = robust if protocol == "clean" else torch.ones_like(robust)
-    key = result_key(protocol, attack, norm, value, method, surrogate)
-    return key, robust_result(clean, robust, key=key, protocol=protocol, attack=attack, norm=norm, value=value,
-                              method=method, surrogate=surrogate, settings=AttackSettings().as_dict(), seconds=seconds)
-
-
-def test_the_report_is_built_from_results_alone(tmp_path):
-    """Baseline 1/4 robust; ``kept`` keeps its paper-protocol gain under the strong protocol, ``erased`` loses it."""
-    rows = [
-        _result("clean", "none", "-", 0.0, "baseline", [1, 1, 1, 0]),
-        _result("clean", "none", "-", 0.0, "kept", [1, 1, 1, 1]),
-        _result("clean", "none", "-", 0.0, "erased", [1, 1, 1, 1]),
-        _result("paper", "pgd", "inf", 0.1, "baseline", [1, 0, 0, 0]),
-        _result("paper", "pgd", "inf", 0.1, "kept", [1, 1, 1, 0]),
-        _result("paper", "pgd", "inf", 0.1, "erased", [1, 1, 1, 1]),
-        _result("strong", "pgd-strong", "inf", 0.1, "baseline", [1, 0, 0, 0]),
-        _result("strong", "pgd-strong", "inf", 0.1, "kept", [1, 1, 1, 0]),
-        _result("strong", "pgd-strong", "inf", 0.1, "erased", [1, 1, 1, 0]),
-        _result("strong", "autoattack", "inf", 0.1, "baseline", [0, 0, 0, 0]),
-        _result("strong", "autoattack", "inf", 0.1, "kept", [1, 1, 0, 0]),
-        _result("strong", "autoattack", "inf", 0.1, "erased", [0, 0, 0, 1]),
-        _result("paper", "pgd", "inf", 0.2, "baseline", [0, 0, 0, 0]),
-        _result("paper", "pgd", "inf", 0.2, "kept", [1, 0, 0, 0]),
-        _result("paper", "pgd", "inf", 0.2, "erased", [0, 0, 0, 0]),
-        _result("transfer-I", "fgsm", "inf", 0.1, "kept", [1, 1, 0, 0], surrogate="s:baseline"),
-        # A strong-sweep point at an epsilon outside the paper protocol's: in the sweep, not beside AutoAttack.
-        _result("strong", "pgd-strong", "inf", 0.2, "baseline", [0, 0, 0, 0]),
-    ]
-    results = dict(rows)
-    flags = {"run_dirs": ["r"], "dataset": "digits", "limit": 4, "seed": 0, "fgsm_eps": [], "bim_eps": [], "pgd_eps": [0.1],
-             "sweep_linf": [0.1, 0.2], "sweep_l2": [0.5], **AttackSettings().as_dict()}
-    config = {"flags": flags,
-              "argv": ["r", "--limit", "4"], "versions": {"torch": "x"}, "sessions": []}
-    report = write_report(tmp_path, results, config).read_text()
-
-    assert "| No Attack | - | 75.0 (100.0) | 100.0 (100.0) | 100.0 (100.0) |" in report
-    assert "| PGD | 0.1 | 25.0 (25.0) | 75.0 (75.0) | 100.0 (100.0) |" in report
-    # Worst case over both strong attacks: baseline 0, kept 2/4, erased 0/4.
-    assert "| **strong, worst case** | 0.1 | 0.0 | 50.0 | 0.0 |" in report
-    # Gains: kept +50 -> +50 (kept), erased +75 -> +0 (flagged).
-    assert "| PGD | 0.1 | +50.0 -> +50.0 | +75.0 -> +0.0 **FLAG** |" in report
-    # Sweep: the paper PGD reaches zero at 0.2 for baseline and erased, never for kept.
-    assert "| PGD L_inf | limit | 0.2 | > 0.2 | 0.2 |" in report
-    assert "| Type I | FGSM | 0.1 | - | 50.0 (50.0) | - |" in report
-    assert (tmp_path / "sweep.png").exists()
-    # Time spent: 6 paper PGD results of 1.5 s; clean results are not attacks.
-    assert "| paper | PGD | 6 | 9 |" in report
-    assert "| **all** |  | 14 | 21 |" in report
-    assert "| PGD-100x5 (strong) | 0.1 |" in report and "| PGD-100x5 (strong) | 0.2 |" not in report
-    assert "| PGD-100x5 L_inf | 0.2 | 0.0 (0.0) | - | - |" in report
 
 
 def test_robust_accuracy_counts_an_image_only_when_right_before_and_after():
@@ -308,8 +259,40 @@ def test_default_attacks_leave_out_transfer_without_a_surrogate(run_dir):
 
 
 def test_defaults_are_the_data_sets(run_dir):
-    """digits: its grid and reduced C&W, Square and --limit; a flag given wins over the data set's default."""
+    """digits: its grid and reduced C&W and Square; a flag given wins over the data set's default."""
     config, targets, _ = evaluate.parse([str(run_dir), "--cw-steps", "7"])
-    assert targets.train_flags["dataset"] == "digits" and config.run.dataset == "digits"
+    assert targets.dataset == "digits" and config.run.dataset == "digits"
     assert config.parameters.fgsm_eps == (0.05, 0.1, 0.2) and config.parameters.sweep_l2 == (0.25, 0.5, 1.0, 2.0, 4.0)
-    assert (config.run.limit, config.settings.cw_steps, config.settings.cw_search_steps, config.settings.square_queries) == (100, 7, 2, 1000)
+    # Every test image by default (all 360 of digits).
+    assert (config.run.limit, config.settings.cw_steps, config.settings.cw_search_steps, config.settings.square_queries) == (None, 7, 2, 1000)
+
+
+@pytest.fixture(scope="module")
+def seed1_run_dir(tmp_path_factory) -> Path:
+    """The baseline and PDD of ``run_dir`` trained again with --seed 1 (another split, other initial weights)."""
+    path = tmp_path_factory.mktemp("seed1")
+    train.main(["--run-dir", str(path), "--seed", "1", "--methods", "baseline,pdd", "--epochs", "2", "--width", "16", "--lr", "0.1", "--robust-eps"])
+    return path
+
+
+def test_runs_of_several_seeds_are_evaluated_each_on_its_split_and_averaged(run_dir, seed1_run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    evaluate.main([str(run_dir), str(seed1_run_dir), "--out-dir", str(out_dir), *FAST, "--attacks", "fgsm,pgd-strong,pgd-probs"])
+    results = load_json(out_dir / "results.json")["results"]
+    for seed in (0, 1):
+        test = digits_splits(seed, torch.device("cpu")).test
+        for method in ("baseline", "pdd"):
+            members = load_trained_ensembles(run_dir if seed == 0 else seed1_run_dir)[method]
+            clean = results[f"clean/none/-/0/{method}/seed-{seed}"]
+            # Each seed's ensembles are scored on that seed's own test split.
+            assert clean["robust"] == correct(members, test.images[:8], test.labels[:8]).to(torch.uint8).tolist()
+            assert f"strong/pgd-probs/inf/0.2/{method}/seed-{seed}" in results
+    accuracies = [results[f"paper/fgsm/inf/0.2/baseline/seed-{seed}"]["accuracy"] for seed in (0, 1)]
+    report = (out_dir / REPORT).read_text()
+    assert f"{100 * np.mean(accuracies):.1f} ± {100 * np.std(accuracies, ddof=1):.1f}" in report and "## Headline" in report
+    # The diversity analysis and transfer attacks need one seed's targets.
+    config, _, _ = evaluate.parse([str(run_dir), str(seed1_run_dir)])
+    assert not {"diversity", "transfer"} & set(config.run.attacks.split(","))
+    assert "--attacks" in _error(capsys, [str(run_dir), str(seed1_run_dir), "--attacks", "fgsm,diversity"])
+    assert "--type1-surrogate" in _error(capsys, [str(run_dir), str(seed1_run_dir), "--type1-surrogate", str(run_dir)])
+    assert "--type2-surrogate" in _error(capsys, [str(run_dir), "--type2-surrogate", str(seed1_run_dir)])

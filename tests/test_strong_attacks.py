@@ -1,6 +1,7 @@
-"""The strong protocol's orchestration (``huang2021/evaluation/attacks.py``): PGD restarts and every
-AutoAttack stage attack only the images that all earlier ones failed on, APGD-T targets the
-classes with the next-highest clean logits, and an image falls when it is misclassified.
+"""The strong protocol's ART orchestration (``huang2021/evaluation/attacks.py``): every AutoAttack
+stage attacks only the images that all earlier ones failed on, APGD-T targets the classes with
+the next-highest clean logits, and an image falls when it is misclassified. (The strong
+protocol's PGD runs in plain torch: tests/test_ensemble_pgd.py.)
 
 The ART attacks are replaced by a fake that fools the first image it is given, and the
 classifier by one whose logits are the image's pixels, so every count is known in advance."""
@@ -15,7 +16,7 @@ import pytest
 pytest.importorskip("art")
 
 from huang2021.evaluation import attacks
-from huang2021.evaluation.attacks import AttackSettings, auto_attack, pgd_strong
+from huang2021.evaluation.attacks import AttackSettings, auto_attack
 
 
 class PixelLogits:
@@ -62,21 +63,9 @@ def _images(batch: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     return logits.reshape(batch, 1, 1, classes), logits.argmax(1)
 
 
-def test_pgd_restarts_attack_only_the_images_every_earlier_restart_failed_on(fake_attacks):
-    images, labels = _images(8, 4)
-    adversarial = pgd_strong(PixelLogits(), images, labels, 0.1, AttackSettings(strong_restarts=5))
-
-    assert [len(call["images"]) for call in fake_attacks] == [8, 7, 6, 5, 4]
-    # Each restart starts from the clean images of the survivors.
-    np.testing.assert_array_equal(fake_attacks[1]["images"], images[1:])
-    predictions = adversarial.reshape(8, -1).argmax(1)
-    assert (predictions != labels).tolist() == [True] * 5 + [False] * 3
-    np.testing.assert_array_equal(adversarial[5:], images[5:])  # unbroken images stay clean
-
-
-def test_pgd_restarts_stop_when_every_image_is_broken(fake_attacks):
+def test_autoattack_stops_when_every_image_is_broken(fake_attacks):
     images, labels = _images(2, 4)
-    pgd_strong(PixelLogits(), images, labels, 0.1, AttackSettings(strong_restarts=5))
+    auto_attack(PixelLogits(), images, labels, 0.1, AttackSettings(autoattack_targets=3))
     assert [len(call["images"]) for call in fake_attacks] == [2, 1]
 
 
@@ -84,8 +73,9 @@ def test_images_misclassified_before_the_attack_are_not_attacked(fake_attacks):
     images, labels = _images(6, 4)
     wrong = labels.copy()
     wrong[:2] = (labels[:2] + 1) % 4
-    pgd_strong(PixelLogits(), images, wrong, 0.1, AttackSettings(strong_restarts=1))
+    adversarial = auto_attack(PixelLogits(), images, wrong, 0.1, AttackSettings(autoattack_targets=1))
     np.testing.assert_array_equal(fake_attacks[0]["images"], images[2:])
+    np.testing.assert_array_equal(adversarial[:2], images[:2])
 
 
 @pytest.mark.parametrize("targets, classes", [(9, 10), (3, 10), (9, 4)])

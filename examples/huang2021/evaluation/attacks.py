@@ -8,11 +8,15 @@ Two protocols attack the same ensembles (Huang et al., AAAI 2021, "Attack Method
   FGSM with no random start; BIM and PGD as ART's PGD with step eps/10 and 10 iterations, PGD
   with one random start; JSMA with theta 0.1 and gamma as the parameter; C&W L2 whose margin is
   computed on the averaged probabilities (ART's C&W reads the model's output as ``Z``).
-- ``strong``: PGD with 100 steps of 2.5 eps / steps (Madry et al. 2018) and 5 random restarts,
-  (:func:`pgd_strong`) and AutoAttack (Croce & Hein 2020, standard version as closely as ART
-  allows, see :func:`auto_attack`), both on the members' **averaged logits** with the true labels.
+- ``strong``: with the true labels, in sequence, each attack on the images every earlier one
+  failed on (as AutoAttack runs its attacks): PGD with 100 steps of 2.5 eps / steps (Madry et
+  al. 2018) and 5 random restarts on the members' **averaged logits**, the same PGD on the log
+  of their **averaged probabilities** (what the ensemble decides on), a MORA-style attack on
+  the **members** with per-member reweighting (Yu, Gao and Xu 2022), all three in plain torch
+  (:mod:`.ensemble_pgd`), then AutoAttack on the averaged logits (Croce & Hein 2020, standard
+  version as closely as ART allows, see :func:`auto_attack`).
 
-Every attack takes and returns numpy arrays ``[B, 1, 8, 8]`` in [0, 1] (ART's interface).
+Every ART attack takes and returns numpy arrays ``[B, 1, 8, 8]`` in [0, 1] (ART's interface).
 """
 
 from __future__ import annotations
@@ -42,17 +46,19 @@ Output = Literal["probabilities", "logits"]
 
 PAPER_ATTACKS = ("fgsm", "bim", "pgd", "jsma", "cw")
 """Table 2's white-box attacks, in its row order."""
-STRONG_ATTACKS = ("pgd-strong", "autoattack")
-"""The strong protocol's attacks, run at the L_inf epsilons of the paper protocol's FGSM, BIM and PGD."""
+STRONG_ATTACKS = ("pgd-strong", "pgd-probs", "mora", "autoattack")
+"""The strong protocol's attacks, in the order they run, at the L_inf epsilons of the paper protocol's FGSM, BIM and PGD."""
+STRONG_OBJECTIVES = {"pgd-strong": "logits", "pgd-probs": "log-probabilities", "mora": "mora"}
+"""The plain-torch strong attacks and the objective each climbs (:mod:`.ensemble_pgd`)."""
 TRANSFER_ATTACKS = ("fgsm", "pgd", "jsma")
 """Table 4's black-box rows, crafted on a surrogate with the paper protocol."""
 
-PARAMETER = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "jsma": "gamma", "cw": "c", "pgd-strong": "eps", "autoattack": "eps"}
+PARAMETER = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "jsma": "gamma", "cw": "c", "pgd-strong": "eps", "pgd-probs": "eps", "mora": "eps", "autoattack": "eps"}
 """What each attack's parameter (Table 2's "Para.") is: L_inf epsilon, JSMA's fraction of features, C&W's initial constant."""
 
 
 PAPER_GROUP = "paper protocol (defaults: the paper's parameters for the data set)"
-STRONG_GROUP = "strong protocol (averaged logits, true labels)"
+STRONG_GROUP = "strong protocol (true labels; each attack on the images the earlier ones failed on)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +73,8 @@ class AttackSettings:
         5, "C&W binary search steps on c (5: the authors' code)", check=AT_LEAST_ONE, per_dataset={"digits": 2}, group=PAPER_GROUP, type=int
     )
     cw_confidence: float = flag(0.01, "C&W confidence kappa (the authors' code)", group=PAPER_GROUP)
-    strong_steps: int = flag(100, "PGD and APGD iterations", check=AT_LEAST_ONE, group=STRONG_GROUP)
-    strong_restarts: int = flag(5, "PGD random restarts", check=AT_LEAST_ONE, group=STRONG_GROUP)
+    strong_steps: int = flag(100, "PGD, MORA and APGD iterations (per restart, per MORA scale)", check=AT_LEAST_ONE, group=STRONG_GROUP)
+    strong_restarts: int = flag(5, "PGD random restarts (each objective)", check=AT_LEAST_ONE, group=STRONG_GROUP)
     autoattack_targets: int = flag(
         9, "AutoAttack's APGD-T target classes, those with the highest clean logits (9: the standard version)", check=AT_LEAST_ONE, group=STRONG_GROUP
     )
@@ -128,8 +134,8 @@ def craft(
     """Adversarial versions of ``images`` ``[B, C, H, W]`` against ``classifier``.
 
     ``labels`` ``[B]``: None lets ART take the classifier's predictions (the paper protocol);
-    the true labels for the strong protocol. ``norm`` applies to FGSM, BIM, PGD and the strong
-    attacks (np.inf or 2).
+    the true labels for AutoAttack. ``norm`` applies to FGSM, BIM, PGD and AutoAttack (np.inf or 2).
+    The strong protocol's PGD and MORA are :mod:`.ensemble_pgd`'s, not ART's.
     """
     x = images.astype(np.float32)
     batch = settings.batch_size
@@ -159,44 +165,11 @@ def craft(
             batch_size=batch,
             verbose=False,
         )
-    elif attack == "pgd-strong":
-        return pgd_strong(classifier, x, labels, parameter, settings, norm=norm)
     elif attack == "autoattack":
         return auto_attack(classifier, x, labels, parameter, settings, norm=norm)
     else:
         raise ValueError(f"Expected attack to be one of {list(PARAMETER)}, but got {attack!r}")
     return art_attack.generate(x=x, y=labels)
-
-
-def pgd_strong(
-    classifier: PyTorchClassifier,
-    images: np.ndarray,
-    labels: np.ndarray | None,
-    eps: float,
-    settings: AttackSettings,
-    *,
-    norm: float = np.inf,
-) -> np.ndarray:
-    """PGD with ``settings.strong_steps`` steps of 2.5 eps / steps and ``settings.strong_restarts`` random starts.
-
-    Each restart attacks only the images that every earlier one failed on. ART's PGD with
-    ``num_random_init`` restarts every image and keeps a later success; an image falls under
-    both when any restart fools it, so this saves the restarts on broken images and nothing else.
-    """
-    unbroken = _Unbroken(classifier, images, labels, settings.batch_size)
-    pgd = ProjectedGradientDescent(
-        classifier,
-        norm=norm,
-        eps=eps,
-        eps_step=2.5 * eps / settings.strong_steps,
-        max_iter=settings.strong_steps,
-        num_random_init=1,
-        batch_size=settings.batch_size,
-        verbose=False,
-    )
-    for _ in range(settings.strong_restarts):
-        unbroken.attack(pgd)
-    return unbroken.x_adv
 
 
 def auto_attack(

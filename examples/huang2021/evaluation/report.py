@@ -1,6 +1,11 @@
 """The evaluation report: Markdown tables laid out like the paper's (methods as columns, attacks
 and parameters as rows) and PNG figures, generated from the results alone (no attack is run).
 
+A cell aggregates the results of every training seed evaluated for it (one result per method
+per seed): with one seed it reads ``accuracy (conditional accuracy)`` as before, with several
+``mean ± std`` of the accuracy. Differences between methods are paired by seed, since one seed
+means one split and one set of initial weights for every method.
+
 ``REPORT_SECTIONS`` is the report, in order: each section is a function of the results, the
 evaluation's config and its directory (where it may save figures), returning Markdown, or ""
 when it has nothing to show. Further analyses plug in by appending their section function,
@@ -11,13 +16,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from ..run_dir import save_bytes, save_text
-from .attacks import PAPER_ATTACKS, STRONG_ATTACKS, TRANSFER_ATTACKS
+from .attacks import PAPER_ATTACKS, TRANSFER_ATTACKS
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
 
 REPORT = "report.md"
@@ -25,9 +32,20 @@ DIVERSITY_DIR = "diversity"
 """Where ``evaluate.py`` writes the diversity analysis (``--attacks diversity``), under its out dir."""
 Results = dict[str, dict[str, Any]]
 Section = Callable[[Results, dict[str, Any], Path], str]
+Seed = int | None
+"""A result's training seed; ``None`` for a result written before seeds were recorded."""
+Cell = dict[Seed, dict[str, Any]]
+"""What one table cell aggregates: one result (or a dict with at least ``accuracy``) per training seed."""
+Row = tuple[str, str, dict[str, Cell]]
+"""A table row: its label, its parameter and its cell for each method."""
 
-NAMES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "jsma": "JSMA", "cw": "C&W", "pgd-strong": "PGD-100x5", "autoattack": "AutoAttack"}
+NAMES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "jsma": "JSMA", "cw": "C&W", "pgd-strong": "PGD-100x5", "autoattack": "AutoAttack",
+         "pgd-probs": "PGD log-probs", "mora": "MORA-style"}
+"""Attack names without the flags; :func:`_name` gives the strong attacks' names with them."""
 NORMS = {"inf": "L_inf", "2": "L_2", "0": "L_0"}
+STRONG_ORDER = ("pgd-strong", "pgd-probs", "mora", "autoattack")
+"""The strong protocol's attacks in row order; AutoAttack last, as it runs on the survivors of the others."""
+ADVT_ORDER = ("advt-fgsm", "advt-fgsm+pdd", "advt-pgd", "advt-pgd+pdd")
 
 
 def write_report(out_dir: Path, results: Results, config: dict[str, Any]) -> Path:
@@ -43,18 +61,123 @@ def _methods(results: Results) -> list[str]:
     return list(dict.fromkeys(result["method"] for result in results.values()))
 
 
-def _find(results: Results, **fields: Any) -> dict[str, Any] | None:
+def _name(attack: str, flags: dict[str, Any]) -> str:
+    """An attack's display name; the strong attacks' carry their steps and restarts from the flags."""
+    steps, restarts = flags["strong_steps"], flags["strong_restarts"]
+    strong = {
+        "pgd-strong": f"PGD-{steps}x{restarts} logits",
+        "pgd-probs": f"then PGD-{steps}x{restarts} log-probs",
+        "mora": f"then MORA-style {steps}x5",
+        "autoattack": "then AutoAttack",
+    }
+    return strong.get(attack, NAMES.get(attack, attack))
+
+
+def _collect(results: Results, **fields: Any) -> Cell:
+    """The results matching ``fields``, one per training seed (the first found, e.g. of several surrogates)."""
+    cell: Cell = {}
     for result in results.values():
         if all(result.get(key) == value for key, value in fields.items()):
-            return result
-    return None
+            cell.setdefault(result.get("train_seed"), result)
+    return cell
 
 
-def _cell(result: dict[str, Any] | None) -> str:
-    """``accuracy (conditional)`` in %, the headline first."""
-    if result is None:
+def _format(cell: Cell) -> str:
+    """One cell in %: ``accuracy (conditional)`` from one seed, ``mean ± std`` (ddof 1) of the accuracy from several."""
+    if not cell:
         return "-"
-    return f"{100 * result['accuracy']:.1f} ({100 * result['conditional_accuracy']:.1f})"
+    accuracies = [100 * result["accuracy"] for result in cell.values()]
+    if len(cell) == 1:
+        conditional = next(iter(cell.values())).get("conditional_accuracy")
+        return f"{accuracies[0]:.1f}" + ("" if conditional is None else f" ({100 * conditional:.1f})")
+    return f"{np.mean(accuracies):.1f} ± {np.std(accuracies, ddof=1):.1f}"
+
+
+def _mean(cell: Cell) -> float | None:
+    """Mean accuracy over the seeds, in [0, 1]."""
+    return float(np.mean([result["accuracy"] for result in cell.values()])) if cell else None
+
+
+def _worst_case(results: Results, eps: float, method: str) -> Cell:
+    """Per seed, the accuracy counting an image only when it survives every strong L_inf attack at ``eps``."""
+    masks: dict[Seed, list[np.ndarray]] = {}
+    for r in results.values():
+        if r["protocol"] == "strong" and r["norm"] == "inf" and r["value"] == eps and r["method"] == method:
+            masks.setdefault(r.get("train_seed"), []).append(np.asarray(r["robust"], dtype=bool))
+    return {seed: {"accuracy": float(np.logical_and.reduce(seed_masks).mean())} for seed, seed_masks in masks.items()}
+
+
+def _points(value: float) -> str:
+    """Signed accuracy points to one decimal; ``+ 0.0`` turns the -0.0 of a mean of float differences that cancel into +0.0."""
+    return f"{round(value, 1) + 0.0:+.1f}"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A method's accuracy minus a reference's, in points, paired by training seed."""
+
+    mean: float
+    half_width: float | None
+    """Of the 95 % t-interval around ``mean``; ``None`` from one seed, which gives no interval."""
+    seeds: int
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes 0."""
+        return self.half_width is not None and abs(self.mean) > self.half_width
+
+    def interval(self) -> str:
+        if self.half_width is None:
+            return "-"
+        return f"{_points(self.mean - self.half_width)} to {_points(self.mean + self.half_width)}"
+
+    def verdict(self) -> str:
+        if self.half_width is None:
+            return "one seed: a smoke test"
+        return "significant" if self.significant else "not significant"
+
+    def sentence(self, where: str, method: str, reference: str) -> str:
+        """``where`` (e.g. "At eps 0.1 under the strong worst case"), the difference in words."""
+        head = f"{where}, {method} is {_points(self.mean)} points from {reference}"
+        if self.half_width is None:
+            return f"{head} on one seed: a smoke test, not a result."
+        return f"{head} (95 % interval {self.interval()} over {self.seeds} seeds): {self.verdict()}."
+
+
+def _difference(cell: Cell, reference: Cell) -> Difference | None:
+    """``cell`` minus ``reference`` over the seeds both have."""
+    seeds = [seed for seed in cell if seed in reference]
+    if not seeds:
+        return None
+    points = np.array([100 * (cell[seed]["accuracy"] - reference[seed]["accuracy"]) for seed in seeds])
+    if len(points) == 1:
+        return Difference(float(points[0]), None, 1)
+    half_width = stats.t.ppf(0.975, len(points) - 1) * points.std(ddof=1) / np.sqrt(len(points))
+    return Difference(float(points.mean()), float(half_width), len(points))
+
+
+def _difference_rows(rows: list[Row], pairs: list[tuple[str, str]]) -> list[list[str]]:
+    """For each row and each (method, reference) pair present in it: the paired difference, its interval, significance."""
+    table = []
+    for label, parameter, cells in rows:
+        for method, reference in pairs:
+            difference = _difference(cells.get(method, {}), cells.get(reference, {}))
+            if difference is not None:
+                table.append([label, parameter, f"{method} - {reference}", _points(difference.mean), difference.interval(), difference.verdict()])
+    return table
+
+
+def _seeds(results: Results) -> list[Seed]:
+    """The training seeds present, in order (``None`` for results without one)."""
+    return sorted({r.get("train_seed") for r in results.values()}, key=lambda seed: -1 if seed is None else seed)
+
+
+def _over_seeds(results: Results, protocols: tuple[str, ...]) -> str:
+    """The sentence saying over how many training seeds a section's cells are."""
+    seeds = _seeds({key: r for key, r in results.items() if r["protocol"] in protocols})
+    if len(seeds) < 2:
+        return "One training seed: each cell is accuracy (conditional accuracy) in %."
+    return f"Over {len(seeds)} training seeds: each cell is mean ± std (ddof 1) over the seeds of the accuracy over all images, in %."
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -67,37 +190,143 @@ def _values(results: Results, protocol: str, attack: str, norm: str | None = Non
     return sorted({r["value"] for r in results.values() if r["protocol"] == protocol and r["attack"] == attack and (norm is None or r["norm"] == norm)})
 
 
+def _strong_attacks(results: Results) -> list[str]:
+    """The strong attacks present, in :data:`STRONG_ORDER` (any other after them)."""
+    found = {r["attack"] for r in results.values() if r["protocol"] == "strong"}
+    return [a for a in STRONG_ORDER if a in found] + sorted(found - set(STRONG_ORDER))
+
+
+def _strong_epsilons(results: Results, flags: dict[str, Any]) -> list[float]:
+    """The L_inf epsilons of the strong protocol, the paper protocol's; the strong sweep's others belong to the sweep."""
+    protocol_epsilons = {value for key in ("fgsm_eps", "bim_eps", "pgd_eps") for value in flags[key]}
+    found = {r["value"] for r in results.values() if r["protocol"] == "strong" and r["norm"] == "inf"}
+    return sorted(eps for eps in found if eps in protocol_epsilons or not protocol_epsilons)
+
+
 def provenance_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
     flags = config["flags"]
+    seeds = _seeds(results)
+    seed_text = "not recorded (one seed)" if seeds == [None] else ", ".join(str(seed) for seed in seeds)
     lines = [
         "# Robustness evaluation",
         "",
         f"Command: `python examples/evaluate.py {' '.join(config['argv'])}`" + (f" (resumed {len(config['sessions'])} times)" if config["sessions"] else ""),
         f"Targets: {', '.join(f'`{d}`' for d in flags['run_dirs'])}; data set `{flags['dataset']}`; "
         f"{flags['limit'] if flags['limit'] else 'all'} test images; attack seed {flags['seed']}.",
+        f"Training seeds: {seed_text}.",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in config["versions"].items()) + ".",
         "",
-        "Every cell is robust accuracy in % over **all** evaluated test images (an image counts when it is "
-        "classified correctly before and after the attack), and in parentheses over only the images classified "
-        "correctly before it, the figure the authors' code reports. The attacked model is the whole ensemble; "
-        "its output is the members' **averaged probabilities** (the paper's ensemble and the authors' code) in the "
-        "paper protocol and in transfer attacks, the members' **averaged logits** in the strong protocol; accuracy "
-        "is always that of the averaged probabilities.",
+        "Every cell is robust accuracy in % over **all** evaluated test images of each training seed's own test split "
+        "(an image counts when it is classified correctly before and after the attack). With one seed, the figure in "
+        "parentheses is over only the images classified correctly before the attack, the figure the authors' code "
+        "reports; with several, a cell is the mean ± std over the seeds of the accuracy over all images, and a "
+        "difference between methods is paired by seed (same split, same initial weights) with a 95 % t-interval. "
+        "The attacked model is the whole ensemble; its output is the members' **averaged probabilities** (the paper's "
+        "ensemble and the authors' code) in the paper protocol and in transfer attacks, the members' **averaged "
+        "logits** (or the log of their averaged probabilities, or the members themselves, where the strong attack's "
+        "name says so) in the strong protocol; accuracy is always that of the averaged probabilities.",
     ]
     return "\n".join(lines)
+
+
+def headline_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
+    """Clean and strong worst-case accuracy at the data set's main epsilons, and each method's paired difference from the baseline."""
+    methods = _methods(results)
+    strong = set(_strong_epsilons(results, config["flags"]))
+    worst = [eps for eps in config["flags"]["pgd_eps"] if eps in strong]
+    rows: list[Row] = [("clean", "-", {m: _collect(results, protocol="clean", method=m) for m in methods})]
+    rows += [("strong, worst case", f"{eps:g}", {m: _worst_case(results, eps, m) for m in methods}) for eps in worst]
+    if not any(cell for _, _, cells in rows for cell in cells.values()):
+        return ""
+    parts = [
+        "## Headline",
+        "",
+        _over_seeds(results, ("clean", "strong")) + " \"strong, worst case\": an image counts only when it survives every "
+        "strong attack at that eps, per seed.",
+        "",
+        _table(["", "eps"] + methods, [[label, parameter] + [_format(cells[m]) for m in methods] for label, parameter, cells in rows]),
+    ]
+    pairs = [(m, "baseline") for m in methods if m != "baseline"] if "baseline" in methods else []
+    differences = _difference_rows(rows, pairs)
+    if differences:
+        sentences = []
+        for _, parameter, cells in rows[1:]:
+            for method, _ in pairs:
+                difference = _difference(cells[method], cells["baseline"])
+                if difference is not None:
+                    sentences.append(difference.sentence(f"At eps {parameter} under the strong worst case", method, "baseline"))
+        parts += [
+            "",
+            "Difference from the baseline in accuracy points, paired by training seed; \"significant\" when the 95 % "
+            "t-interval excludes 0.",
+            "",
+            _table(["", "eps", "Difference", "Points", "95 % interval", "Verdict"], differences),
+        ]
+        if sentences:
+            parts += ["", " ".join(sentences)]
+    return "\n".join(parts)
+
+
+def advt_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
+    """Table 6: adversarial training with and without PDD, under the paper protocol and the strong one."""
+    found = _methods(results)
+    advt = [m for m in ADVT_ORDER if m in found] + [m for m in found if m.startswith("advt-") and m not in ADVT_ORDER]
+    if not advt:
+        return ""
+    flags = config["flags"]
+    methods = (["baseline"] if "baseline" in found else []) + advt
+    rows: list[Row] = [("No Attack", "-", {m: _collect(results, protocol="clean", method=m) for m in methods})]
+    for attack in ("fgsm", "bim", "pgd"):
+        for eps in sorted(set(flags[f"{attack}_eps"]) & set(_values(results, "paper", attack, "inf"))):
+            rows.append((f"{NAMES[attack]} (paper)", f"{eps:g}", {m: _collect(results, protocol="paper", attack=attack, norm="inf", value=eps, method=m) for m in methods}))
+    strong_epsilons = _strong_epsilons(results, flags)
+    rows += [("strong, worst case", f"{eps:g}", {m: _worst_case(results, eps, m) for m in methods}) for eps in strong_epsilons]
+    pairs = [(f"advt-{x}+pdd", f"advt-{x}") for x in ("fgsm", "pgd") if f"advt-{x}+pdd" in found and f"advt-{x}" in found]
+    parts = [
+        "## Table 6: adversarial training with and without PDD",
+        "",
+        _over_seeds({k: r for k, r in results.items() if r["method"] in methods}, ("clean", "paper", "strong")),
+        "",
+        _table(["Attacks", "eps"] + methods, [[label, parameter] + [_format(cells[m]) for m in methods] for label, parameter, cells in rows]),
+    ]
+    differences = _difference_rows(rows, pairs)
+    if differences:
+        parts += ["", "With PDD minus without, in accuracy points, paired by training seed.", "", _table(["Attacks", "eps", "Difference", "Points", "95 % interval", "Verdict"], differences)]
+    worst_rows = rows[len(rows) - len(strong_epsilons):]
+    sentences = [_pdd_sentence(with_pdd, without, worst_rows) for with_pdd, without in pairs]
+    if any(sentences):
+        parts += ["", " ".join(s for s in sentences if s)]
+    return "\n".join(parts)
+
+
+def _pdd_sentence(with_pdd: str, without: str, worst_rows: list[Row]) -> str:
+    """Whether PDD adds robustness to ``without`` under the strong protocol, in one sentence ("" without strong results)."""
+    differences = {parameter: _difference(cells[with_pdd], cells[without]) for _, parameter, cells in worst_rows}
+    differences = {eps: d for eps, d in differences.items() if d is not None}
+    if not differences:
+        return ""
+    if all(d.half_width is None for d in differences.values()):
+        return f"With one training seed it cannot be told whether PDD adds robustness to {without} under the strong protocol (a smoke test, not a result)."
+    gains = [eps for eps, d in differences.items() if d.significant and d.mean > 0]
+    losses = [eps for eps, d in differences.items() if d.significant and d.mean < 0]
+    sentence = (f"Under the strong protocol PDD adds significant robustness to {without} at eps {', '.join(gains)}" if gains
+                else f"Under the strong protocol PDD adds no significant robustness to {without} at any eps")
+    if losses:
+        sentence += f", and significantly lowers it at eps {', '.join(losses)}"
+    return sentence + "."
 
 
 def paper_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
     """Tables 2, 3 and 5: the paper protocol."""
     methods = _methods(results)
     flags = config["flags"]
-    rows = [["No Attack", "-"] + [_cell(_find(results, protocol="clean", method=m)) for m in methods]]
+    rows = [["No Attack", "-"] + [_format(_collect(results, protocol="clean", method=m)) for m in methods]]
     for attack in PAPER_ATTACKS:
         for norm in ("inf", "2", "0"):
             for value in _values(results, "paper", attack, norm):
                 if attack == "pgd" and norm == "inf" and value not in flags["pgd_eps"] or attack == "pgd" and norm == "2":
                     continue  # sweep points: the sweep section shows them
-                rows.append([NAMES[attack], f"{value:g}"] + [_cell(_find(results, protocol="paper", attack=attack, norm=norm, value=value, method=m)) for m in methods])
+                rows.append([NAMES[attack], f"{value:g}"] + [_format(_collect(results, protocol="paper", attack=attack, norm=norm, value=value, method=m)) for m in methods])
     if len(rows) == 1:
         return ""
     settings = next(r["settings"] for r in results.values() if r["protocol"] == "paper")
@@ -108,7 +337,8 @@ def paper_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
         f"labels; FGSM, BIM and PGD under L_inf with Para. = eps; BIM and PGD {settings['steps']} iterations "
         f"of eps/10, PGD with one random start; JSMA with theta {settings['jsma_theta']}, Para. = gamma; C&W L2 "
         f"with Para. = initial c, {settings['cw_steps']} steps x {settings['cw_search_steps']} binary-search "
-        f"steps, learning rate {settings['cw_lr']}, confidence {settings['cw_confidence']}, margin on the averaged probabilities.",
+        f"steps, learning rate {settings['cw_lr']}, confidence {settings['cw_confidence']}, margin on the averaged probabilities. "
+        + _over_seeds(results, ("clean", "paper")),
         "",
         _table(["Attacks", "Para."] + methods, rows),
     ])
@@ -118,39 +348,46 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
     """Paper protocol beside the strong one at the same L_inf epsilons, with the rows the strong one erases flagged."""
     methods = _methods(results)
     flags = config["flags"]
-    # The strong protocol's epsilons are the paper protocol's; the strong sweep adds PGD-100x5
-    # results at others, which belong to the sweep's table, not beside AutoAttack's.
-    protocol_epsilons = {value for key in ("fgsm_eps", "bim_eps", "pgd_eps") for value in flags[key]}
-    found = set(_values(results, "strong", "pgd-strong", "inf")) | set(_values(results, "strong", "autoattack", "inf"))
-    epsilons = sorted(eps for eps in found if eps in protocol_epsilons or not protocol_epsilons)
+    epsilons = _strong_epsilons(results, flags)
     if not epsilons:
         return ""
     rows, flag_rows = [], []
     for eps in epsilons:
         for attack in ("fgsm", "bim", "pgd"):
-            if _find(results, protocol="paper", attack=attack, norm="inf", value=eps):
-                rows.append([f"{NAMES[attack]} (paper)", f"{eps:g}"] + [_cell(_find(results, protocol="paper", attack=attack, norm="inf", value=eps, method=m)) for m in methods])
-        for attack in STRONG_ATTACKS:
-            rows.append([f"{NAMES[attack]} (strong)", f"{eps:g}"] + [_cell(_find(results, protocol="strong", attack=attack, norm="inf", value=eps, method=m)) for m in methods])
+            if _collect(results, protocol="paper", attack=attack, norm="inf", value=eps):
+                rows.append([f"{NAMES[attack]} (paper)", f"{eps:g}"] + [_format(_collect(results, protocol="paper", attack=attack, norm="inf", value=eps, method=m)) for m in methods])
+        for attack in _strong_attacks(results):
+            if _collect(results, protocol="strong", attack=attack, norm="inf", value=eps):
+                rows.append([f"{_name(attack, flags)} (strong)", f"{eps:g}"] + [_format(_collect(results, protocol="strong", attack=attack, norm="inf", value=eps, method=m)) for m in methods])
         worst = {m: _worst_case(results, eps, m) for m in methods}
-        rows.append(["**strong, worst case**", f"{eps:g}"] + [_percent(worst[m]) for m in methods])
+        rows.append(["**strong, worst case**", f"{eps:g}"] + [_format(worst[m]) for m in methods])
         flag_rows += _flag_rows(results, eps, methods, worst)
+    steps, restarts = flags["strong_steps"], flags["strong_restarts"]
+    described = {
+        "pgd-strong": f"PGD with {steps} steps of 2.5 eps/steps and {restarts} random start(s) on the averaged logits (cross-entropy)",
+        "pgd-probs": "the same PGD on the log of the averaged probabilities (what the ensemble decides on)",
+        "mora": f"a MORA-style attack on the members with per-member reweighting, 5 mixing scales x {steps} steps",
+        "autoattack": (
+            f"AutoAttack (APGD-CE, then APGD-T with the DLR loss at the {flags['autoattack_targets']} classes with the "
+            f"next-highest clean logits, then Square with {flags['square_queries']} queries; no FAB-T, which ART lacks) on the averaged logits"
+        ),
+    }
+    present = [attack for attack in _strong_attacks(results) if attack in described]
     parts = [
         "## Paper protocol beside the strong protocol",
         "",
-        f"Strong protocol: PGD with {flags['strong_steps']} steps of 2.5 eps/steps and "
-        f"{flags['strong_restarts']} random restarts, and AutoAttack (APGD-CE, then APGD-T with the DLR loss "
-        f"at the {flags['autoattack_targets']} classes with the next-highest clean logits, then Square with "
-        f"{flags['square_queries']} queries; no FAB-T, which ART lacks; see docs/evaluation.md), both on "
-        "the averaged logits with the true labels, under L_inf. \"worst case\" counts an image as robust only "
-        "when it survives both strong attacks.",
+        "Strong protocol, with the true labels under L_inf, in this order: " + "; ".join(described[attack] for attack in present) + ". "
+        "Each attack runs only on the images every attack above it failed on (as AutoAttack runs its own), so each "
+        "strong row is the worst case so far: an image counts when it survived that attack and every one above it. "
+        "\"worst case\" counts an image as robust only when it survives every strong attack, per seed (see docs/evaluation.md). "
+        + _over_seeds(results, ("paper", "strong")),
         "",
         _table(["Attacks", "eps"] + methods, rows),
     ]
     if flag_rows:
         parts += [
             "",
-            "Gain over the baseline (accuracy points over all images), paper protocol -> strong worst case. "
+            "Gain over the baseline (mean accuracy points over all images), paper protocol -> strong worst case. "
             "**FLAG** marks a row where the strong protocol erases more than half of the gain.",
             "",
             _table(["Paper attack", "eps"] + [m for m in methods if m != "baseline"], flag_rows),
@@ -158,38 +395,26 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
     return "\n".join(parts)
 
 
-def _worst_case(results: Results, eps: float, method: str) -> float | None:
-    """Accuracy over all images counting an image only when it survives every strong attack at ``eps``."""
-    masks = [np.asarray(r["robust"], dtype=bool) for r in results.values() if r["protocol"] == "strong" and r["norm"] == "inf" and r["value"] == eps and r["method"] == method]
-    if not masks:
-        return None
-    return float(np.logical_and.reduce(masks).mean())
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _flag_rows(results: Results, eps: float, methods: list[str], worst: dict[str, float | None]) -> list[list[str]]:
-    if "baseline" not in methods or worst["baseline"] is None:
+def _flag_rows(results: Results, eps: float, methods: list[str], worst: dict[str, Cell]) -> list[list[str]]:
+    strong_base = _mean(worst.get("baseline", {}))
+    if strong_base is None:
         return []
     rows = []
     for attack in ("fgsm", "bim", "pgd"):
-        base = _find(results, protocol="paper", attack=attack, norm="inf", value=eps, method="baseline")
-        if base is None:
+        paper_base = _mean(_collect(results, protocol="paper", attack=attack, norm="inf", value=eps, method="baseline"))
+        if paper_base is None:
             continue
         cells = []
         for method in methods:
             if method == "baseline":
                 continue
-            paper = _find(results, protocol="paper", attack=attack, norm="inf", value=eps, method=method)
-            if paper is None or worst[method] is None:
+            paper, strong = _mean(_collect(results, protocol="paper", attack=attack, norm="inf", value=eps, method=method)), _mean(worst[method])
+            if paper is None or strong is None:
                 cells.append("-")
                 continue
-            paper_gain = 100 * (paper["accuracy"] - base["accuracy"])
-            strong_gain = 100 * (worst[method] - worst["baseline"])
+            paper_gain, strong_gain = 100 * (paper - paper_base), 100 * (strong - strong_base)
             flagged = paper_gain > 0 and strong_gain < paper_gain / 2
-            cells.append(f"{paper_gain:+.1f} -> {strong_gain:+.1f}" + (" **FLAG**" if flagged else ""))
+            cells.append(f"{_points(paper_gain)} -> {_points(strong_gain)}" + (" **FLAG**" if flagged else ""))
         rows.append([NAMES[attack], f"{eps:g}"] + cells)
     return rows
 
@@ -201,7 +426,7 @@ def transfer_section(results: Results, config: dict[str, Any], out_dir: Path) ->
     for protocol, kind in (("transfer-I", "Type I"), ("transfer-II", "Type II")):
         for attack in TRANSFER_ATTACKS:
             for value in _values(results, protocol, attack):
-                rows.append([kind, NAMES[attack], f"{value:g}"] + [_cell(_find(results, protocol=protocol, attack=attack, value=value, method=m)) for m in methods])
+                rows.append([kind, NAMES[attack], f"{value:g}"] + [_format(_collect(results, protocol=protocol, attack=attack, value=value, method=m)) for m in methods])
     if not rows:
         return ""
     surrogates = sorted({r["surrogate"] for r in results.values() if r["protocol"].startswith("transfer")})
@@ -211,7 +436,7 @@ def transfer_section(results: Results, config: dict[str, Any], out_dir: Path) ->
         "Adversarial examples crafted on a surrogate with the paper protocol (averaged probabilities, the "
         "surrogate's own predictions as labels), accuracy measured on the target. Type I: the surrogate run's "
         "baseline ensemble; Type II: its ensemble trained with the target's method. Surrogates: "
-        + ", ".join(f"`{s}`" for s in surrogates) + ".",
+        + ", ".join(f"`{s}`" for s in surrogates) + ". " + _over_seeds(results, ("transfer-I", "transfer-II")),
         "",
         _table(["Black-Box", "Attacks", "Para."] + methods, rows),
     ])
@@ -221,28 +446,32 @@ def sweep_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
     """Fig. 4: accuracy against doubling epsilon, L_inf and L_2, with each method's robustness limit."""
     methods = _methods(results)
     flags = config["flags"]
-    curves = {}
+    curves: dict[tuple[str, str], list[float]] = {}
     for protocol, attack in (("paper", "pgd"), ("strong", "pgd-strong")):
         for norm, key in (("inf", "sweep_linf"), ("2", "sweep_l2")):
-            sweep = [value for value in flags[key] if _find(results, protocol=protocol, attack=attack, norm=norm, value=value)]
+            sweep = [value for value in flags[key] if _collect(results, protocol=protocol, attack=attack, norm=norm, value=value)]
             if len(sweep) > 1:
                 curves[(attack, norm)] = sweep
     if not curves:
         return ""
-    _sweep_figure(results, methods, curves, out_dir / "sweep.png")
+    cells = {
+        (attack, norm): {m: [_collect(results, protocol="paper" if attack == "pgd" else "strong", attack=attack, norm=norm, value=v, method=m) for v in sweep] for m in methods}
+        for (attack, norm), sweep in curves.items()
+    }
+    _sweep_figure(methods, curves, cells, flags, out_dir / "sweep.png")
     rows, limits = [], []
     for (attack, norm), sweep in curves.items():
-        protocol = "paper" if attack == "pgd" else "strong"
-        found = {m: [_find(results, protocol=protocol, attack=attack, norm=norm, value=v, method=m) for v in sweep] for m in methods}
+        found = cells[(attack, norm)]
         for index, value in enumerate(sweep):
-            rows.append([f"{NAMES[attack]} {NORMS[norm]}", f"{value:g}"] + [_cell(found[m][index]) for m in methods])
-        limits.append([f"{NAMES[attack]} {NORMS[norm]}", "limit"] + [_limit(sweep, found[m]) for m in methods])
+            rows.append([f"{_name(attack, flags)} {NORMS[norm]}", f"{value:g}"] + [_format(found[m][index]) for m in methods])
+        limits.append([f"{_name(attack, flags)} {NORMS[norm]}", "limit"] + [_limit(sweep, found[m]) for m in methods])
     return "\n".join([
         "## Increasing attack strength (Fig. 4)",
         "",
         "PGD with epsilon doubling (paper protocol: 10 steps of eps/10, one random start, averaged probabilities; "
-        "strong: 100 steps, 5 restarts, averaged logits). The robustness limit is the first epsilon at which "
-        "accuracy over all images reaches zero (\"> last\" when none does).",
+        f"strong: {flags['strong_steps']} steps, {flags['strong_restarts']} restarts, averaged logits). The robustness "
+        "limit is the first epsilon at which the mean accuracy over all images reaches zero (\"> last\" when none does); "
+        "the figure's error bars are the std over the training seeds. " + _over_seeds(results, ("paper", "strong")),
         "",
         "![sweep](sweep.png)",
         "",
@@ -250,14 +479,16 @@ def sweep_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
     ])
 
 
-def _limit(sweep: list[float], found: list[dict[str, Any] | None]) -> str:
-    for value, result in zip(sweep, found):
-        if result is not None and result["robust_correct"] == 0:
+def _limit(sweep: list[float], found: list[Cell]) -> str:
+    for value, cell in zip(sweep, found):
+        if cell and _mean(cell) == 0:
             return f"{value:g}"
     return f"> {sweep[-1]:g}"
 
 
-def _sweep_figure(results: Results, methods: list[str], curves: dict[tuple[str, str], list[float]], path: Path) -> None:
+def _sweep_figure(
+    methods: list[str], curves: dict[tuple[str, str], list[float]], cells: dict[tuple[str, str], dict[str, list[Cell]]], flags: dict[str, Any], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,13 +501,15 @@ def _sweep_figure(results: Results, methods: list[str], curves: dict[tuple[str, 
         for (attack, curve_norm), sweep in curves.items():
             if curve_norm != norm:
                 continue
-            protocol = "paper" if attack == "pgd" else "strong"
             for index, method in enumerate(methods):
-                points = [(v, _find(results, protocol=protocol, attack=attack, norm=norm, value=v, method=method)) for v in sweep]
-                points = [(v, 100 * r["accuracy"]) for v, r in points if r is not None]
+                points = [(v, [100 * r["accuracy"] for r in cell.values()]) for v, cell in zip(sweep, cells[(attack, norm)][method]) if cell]
                 if points:
-                    xs, ys = zip(*points)
-                    axis.plot(xs, ys, marker="o", color=colours(index), linestyle="-" if protocol == "paper" else "--", label=f"{method} ({NAMES[attack]})")
+                    xs = [v for v, _ in points]
+                    means = [np.mean(accuracies) for _, accuracies in points]
+                    # A point of one seed has no spread: no bars rather than a std of 0 that would read as certainty.
+                    errors = [np.std(accuracies, ddof=1) for _, accuracies in points] if all(len(a) > 1 for _, a in points) else None
+                    axis.errorbar(xs, means, yerr=errors, capsize=3, marker="o", color=colours(index % 10),
+                                  linestyle="-" if attack == "pgd" else "--", label=f"{method} ({_name(attack, flags)})")
         axis.set_xscale("log", base=2)
         axis.set_xlabel(f"epsilon ({NORMS[norm]}, log2 scale)")
         axis.set_ylabel("accuracy over all images (%)")
@@ -297,7 +530,7 @@ def diversity_report_section(results: Results, config: dict[str, Any], out_dir: 
 
 
 def cost_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
-    """Wall time of each attack, summed over its results, so that a budget can be planned from a run."""
+    """Wall time of each attack, summed over its results (every seed), so that a budget can be planned from a run."""
     totals: dict[tuple[str, str], list[float]] = {}
     for result in results.values():
         if result["protocol"] != "clean" and "seconds" in result:
@@ -306,13 +539,13 @@ def cost_section(results: Results, config: dict[str, Any], out_dir: Path) -> str
             entry[1] += result["seconds"]
     if not totals:
         return ""
-    rows = [[protocol, NAMES[attack], f"{count:g}", f"{seconds:.0f}"] for (protocol, attack), (count, seconds) in totals.items()]
+    rows = [[protocol, _name(attack, config["flags"]), f"{count:g}", f"{seconds:.0f}"] for (protocol, attack), (count, seconds) in totals.items()]
     rows.append(["**all**", "", f"{sum(c for c, _ in totals.values()):g}", f"{sum(s for _, s in totals.values()):.0f}"])
     return "\n".join([
         "## Time spent",
         "",
-        "Seconds of wall time per attack, summed over its results (every target, parameter and norm; the sweeps "
-        "are counted under their attack), as measured while crafting and scoring; loading and the diversity "
+        "Seconds of wall time per attack, summed over its results (every target, training seed, parameter and norm; "
+        "the sweeps are counted under their attack), as measured while crafting and scoring; loading and the diversity "
         "analysis are not included.",
         "",
         _table(["Protocol", "Attack", "Results", "Seconds"], rows),
@@ -321,6 +554,8 @@ def cost_section(results: Results, config: dict[str, Any], out_dir: Path) -> str
 
 REPORT_SECTIONS: list[Section] = [
     provenance_section,
+    headline_section,
+    advt_section,
     paper_section,
     strong_section,
     transfer_section,

@@ -30,14 +30,14 @@ from ..run_dir import load_json, save_json, save_text
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 CSV_COLUMNS = (
-    "key", "protocol", "attack", "norm", "parameter", "value", "method", "surrogate", "model_output",
+    "key", "protocol", "attack", "norm", "parameter", "value", "method", "train_seed", "surrogate", "model_output",
     "labels", "images", "clean_correct", "robust_correct", "accuracy", "conditional_accuracy", "seconds",
 )
 
 
-def result_key(protocol: str, attack: str, norm: str, value: float, method: str, surrogate: str | None = None) -> str:
-    """The unique name of one result, e.g. ``paper/pgd/inf/0.1/baseline``."""
-    return "/".join([protocol, attack, norm, f"{value:g}", method] + ([surrogate] if surrogate else []))
+def result_key(protocol: str, attack: str, norm: str, value: float, method: str, surrogate: str | None = None, *, train_seed: int) -> str:
+    """The unique name of one result, e.g. ``paper/pgd/inf/0.1/baseline/seed-0`` (``train_seed``: the target run's ``--seed``)."""
+    return "/".join([protocol, attack, norm, f"{value:g}", method] + ([surrogate] if surrogate else []) + [f"seed-{train_seed}"])
 
 
 def robust_result(clean_correct: Tensor, adversarial_correct: Tensor, **fields: Any) -> dict[str, Any]:

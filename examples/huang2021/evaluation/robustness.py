@@ -32,10 +32,21 @@ from ..run_dir import CONFIG, create_run_dir, library_versions, load_json, save_
 from ..settings import AT_LEAST_ONE, Check, as_flags, device_flag, flag
 from ..training.checkpoints import load_test_split, load_trained_ensembles, run_flags
 from ..training.methods import METHODS
-from .attacks import PAPER_ATTACKS, PAPER_GROUP, PARAMETER, STRONG_ATTACKS, TRANSFER_ATTACKS, AttackSettings, craft, ensemble_classifier
+from .attacks import (
+    PAPER_ATTACKS,
+    PAPER_GROUP,
+    PARAMETER,
+    STRONG_ATTACKS,
+    STRONG_OBJECTIVES,
+    TRANSFER_ATTACKS,
+    AttackSettings,
+    craft,
+    ensemble_classifier,
+)
 from .clean import correct_on
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
 from .diversity_analysis import diversity_section
+from .ensemble_pgd import Objective, attack_losses, ensemble_pgd
 from .report import DIVERSITY_DIR, REPORT, write_report
 from .results import ResultStore, result_key, robust_result
 
@@ -88,8 +99,10 @@ class EvaluationRun:
     """run"""
 
     out_dir: Path | None = flag(None, "directory for results, report, figures; an existing one is resumed", shown="runs/<timestamp>-evaluate", type=Path)
-    attacks: str | None = flag(None, f"comma-separated, from {list(ATTACKS)}", shown="all; 'transfer' only with a surrogate")
-    limit: int | None = flag(None, "evaluate the first N test images", check=AT_LEAST_ONE, per_dataset={"digits": 100}, shown="all; digits: 100", type=int, metavar="N")
+    attacks: str | None = flag(
+        None, f"comma-separated, from {list(ATTACKS)}", shown="all; 'transfer' only with a surrogate, 'diversity' only for targets of one --seed"
+    )
+    limit: int | None = flag(None, "evaluate the first N test images of each seed's test split", check=AT_LEAST_ONE, shown="all", type=int, metavar="N")
     dataset: str | None = flag(None, "expected data set of every RUN_DIR", shown="theirs")
     seed: int = flag(0, "random starts of the attacks")
     device: str = device_flag("where the ensembles run")
@@ -107,6 +120,16 @@ class EvaluationRun:
         if "transfer" in names and not surrogate:
             raise ValueError("--attacks includes 'transfer', which needs --type1-surrogate or --type2-surrogate (or leave 'transfer' out of --attacks)")
         object.__setattr__(self, "attacks", ",".join(names))
+
+
+def without_diversity(attacks: str | None, *, seeds: list[int]) -> str:
+    """``--attacks`` for targets of several training seeds: the default leaves out the diversity analysis
+    (one seed's, see ``examples/diversity.py``); ValueError naming ``--attacks`` when it was asked for."""
+    if attacks is None:
+        return ",".join(name for name in ATTACKS if name not in ("diversity", "transfer"))
+    if "diversity" in [name.strip() for name in attacks.split(",")]:
+        raise ValueError(f"--attacks: 'diversity' analyses the targets of one --seed, but the RUN_DIRs have seeds {seeds}; run examples/diversity.py per run")
+    return attacks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,39 +177,52 @@ class Target(NamedTuple):
 
 
 class Targets(NamedTuple):
-    """The ensembles of the run directories, labelled by method, and the first run's training flags."""
+    """The ensembles of the run directories by training seed, labelled by method, and each seed's training flags (one run's)."""
 
-    ensembles: dict[str, Target]
-    train_flags: dict[str, Any]
+    ensembles: dict[int, dict[str, Target]]
+    train_flags: dict[int, dict[str, Any]]
+
+    @property
+    def dataset(self) -> str:
+        return next(iter(self.train_flags.values()))["dataset"]
 
 
 def load_targets(run_dirs: list[Path], *, dataset: str | None, surrogates: list[tuple[str, Path | None]]) -> Targets:
-    """Every run's ensembles, labelled by method (PDD methods trained with ``--pdd-scaling authors``:
-    ``AUTHORS_SCALING`` appended); ValueError naming the flag for a run that is missing, unfinished,
-    of another data set (than ``dataset`` or the first run's) or another seed.
+    """Every run's ensembles, grouped by the run's ``--seed`` and labelled by method (PDD methods trained with
+    ``--pdd-scaling authors``: ``AUTHORS_SCALING`` appended); ValueError naming the flag for a run that is
+    missing, unfinished or of another data set (than ``dataset`` or the first run's).
 
-    ``surrogates``: ``(flag, run_dir)`` pairs whose runs must exist and share the data set.
+    Runs of several seeds are the repeated trainings that the report averages; each seed is
+    attacked on its own test split. ``surrogates``: ``(flag, run_dir)`` pairs whose runs must
+    exist and share the data set and the seed (a surrogate of another seed was trained on
+    another split, which may hold the targets' test images); they need targets of one seed.
     """
-    targets: dict[str, Target] = {}
-    first: dict[str, Any] | None = None
+    ensembles: dict[int, dict[str, Target]] = {}
+    flags_by_seed: dict[int, dict[str, Any]] = {}
     for run_dir in run_dirs:
         train_flags = _checked_run(run_dir, "RUN_DIR", dataset)
-        if first is None:
-            first = train_flags
-        elif (train_flags["dataset"], train_flags["seed"]) != (first["dataset"], first["seed"]):
+        first = next(iter(flags_by_seed.values()), train_flags)
+        if train_flags["dataset"] != first["dataset"]:
             raise ValueError(
-                f"Expected every RUN_DIR to share the data set and --seed (one test split), but {str(run_dir)!r} has "
-                f"{train_flags['dataset']!r} seed {train_flags['seed']} and the first has {first['dataset']!r} seed {first['seed']}"
+                f"Expected every RUN_DIR to share the data set, but {str(run_dir)!r} has {train_flags['dataset']!r} and the first has {first['dataset']!r}"
             )
+        seed = train_flags["seed"]
+        flags_by_seed.setdefault(seed, train_flags)
+        targets = ensembles.setdefault(seed, {})
         for method, members in checked_ensembles(run_dir, "RUN_DIR").items():
             label = method + (AUTHORS_SCALING if METHODS[method].pdd and train_flags["pdd_scaling"] == "authors" else "")
             if label in targets:
                 label = f"{label}@{run_dir.name}"
             targets[label] = Target(method, run_dir, members)
     for name, run_dir in surrogates:
-        if run_dir is not None:
-            _checked_run(run_dir, name, first["dataset"])
-    return Targets(targets, first)
+        if run_dir is None:
+            continue
+        if len(ensembles) > 1:
+            raise ValueError(f"{name} needs targets of one --seed (a surrogate is trained on one seed's split), but the RUN_DIRs have seeds {sorted(ensembles)}")
+        surrogate_flags = _checked_run(run_dir, name, next(iter(flags_by_seed.values()))["dataset"])
+        if surrogate_flags["seed"] not in ensembles:
+            raise ValueError(f"Expected {name} {str(run_dir)!r} to be trained with the targets' --seed {sorted(ensembles)}, but it has seed {surrogate_flags['seed']}")
+    return Targets(ensembles, flags_by_seed)
 
 
 def _checked_run(run_dir: Path, name: str, dataset: str | None) -> dict[str, Any]:
@@ -240,17 +276,20 @@ def versions() -> dict[str, str]:
 
 
 def evaluate_robustness(config: EvaluationConfig, targets: Targets, out_dir: Path) -> None:
-    """Run every attack of ``config`` not yet in ``out_dir`` on the targets, then write the report (also after a failed attack)."""
-    print(f"evaluation directory: {out_dir}; targets: {list(targets.ensembles)}; {config.run.limit or 'all'} test images")
+    """Run every attack of ``config`` not yet in ``out_dir`` on the targets of every seed, then write the report (also after a failed attack)."""
+    seeds = sorted(targets.ensembles)
+    labels = list(dict.fromkeys(label for group in targets.ensembles.values() for label in group))
+    print(f"evaluation directory: {out_dir}; training seeds {seeds}; targets: {labels}; {config.run.limit or 'all'} test images per seed")
     threads = torch.get_num_threads()
     if config.run.threads is not None:
         torch.set_num_threads(config.run.threads)
+    store = ResultStore(out_dir)
     try:
-        evaluation = RobustnessEvaluation(config, targets, out_dir)
         try:
-            evaluation.run()
+            for seed in seeds:
+                RobustnessEvaluation(config, targets.ensembles[seed], targets.train_flags[seed], store).run()
         finally:
-            write_report(out_dir, evaluation.store.results, load_json(out_dir / CONFIG))
+            write_report(out_dir, store.results, load_json(out_dir / CONFIG))
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished attacks are in {out_dir}; rerun the same command to continue")
         raise SystemExit(130) from None
@@ -260,23 +299,27 @@ def evaluate_robustness(config: EvaluationConfig, targets: Targets, out_dir: Pat
 
 
 class RobustnessEvaluation:
-    """One evaluation session: the test images, the targets' clean predictions, the results store."""
+    """The attacks on the targets of one training seed: its test images, the targets' clean predictions, the results store."""
 
-    def __init__(self, config: EvaluationConfig, targets: Targets, out_dir: Path) -> None:
+    def __init__(self, config: EvaluationConfig, targets: dict[str, Target], train_flags: dict[str, Any], store: ResultStore) -> None:
         self.config = config
         self.settings = config.settings
         self.device = torch.device(config.run.device)
-        self.targets = {label: target._replace(members=target.members.to(self.device)) for label, target in targets.ensembles.items()}
-        test = load_test_split(targets.train_flags, self.device)
+        self.train_seed: int = train_flags["seed"]
+        self.targets = {label: target._replace(members=target.members.to(self.device)) for label, target in targets.items()}
+        test = load_test_split(train_flags, self.device)
         limit = config.run.limit
         self.images, self.labels = test.images[:limit], test.labels[:limit]
         self.clean = {label: self._correct(target.members, self.images) for label, target in self.targets.items()}
-        self.store = ResultStore(out_dir)
+        self.store = store
         for label, correct in self.clean.items():
-            key = result_key("clean", "none", "-", 0.0, label)
+            key = self._key("clean", "none", "-", 0.0, label)
             if key not in self.store:
-                self.store.add(robust_result(correct, correct, key=key, protocol="clean", attack="none", norm="-", parameter="-", value=0.0, method=label, run_dir=str(self.targets[label].run_dir), surrogate=None, model_output="averaged probabilities", labels="-", seconds=0.0))
+                self.store.add(robust_result(correct, correct, key=key, protocol="clean", attack="none", norm="-", parameter="-", value=0.0, method=label, train_seed=self.train_seed, run_dir=str(self.targets[label].run_dir), surrogate=None, model_output="averaged probabilities", labels="-", seconds=0.0))
         self.attacks = config.run.attacks.split(",")
+
+    def _key(self, protocol: str, attack: str, norm: str, value: float, label: str, surrogate: str | None = None) -> str:
+        return result_key(protocol, attack, norm, value, label, surrogate, train_seed=self.train_seed)
 
     def _correct(self, members: nn.ModuleList, images: torch.Tensor) -> torch.Tensor:
         """``[N]`` bool on the CPU: the ensemble's prediction on ``images`` is the label."""
@@ -289,18 +332,22 @@ class RobustnessEvaluation:
                 norm = "0" if attack == "jsma" else "2" if attack == "cw" else "inf"
                 for value in parameters.values(attack):
                     self._white_box("paper", attack, norm, value)
-        for attack in STRONG_ATTACKS:
-            if attack in self.attacks:
-                for value in self._strong_epsilons():
-                    self._white_box("strong", attack, "inf", value)
+        strong = [attack for attack in STRONG_ATTACKS if attack in self.attacks]
+        for value in self._strong_epsilons() if strong else []:
+            for label in self.targets:
+                for index, attack in enumerate(strong):
+                    self._strong(attack, value, label, earlier=strong[:index])
         if "transfer" in self.attacks:
             self._transfer()
         for sweep in SWEEPS:
             if sweep in self.attacks:
-                protocol, attack = ("paper", "pgd") if sweep == "sweep" else ("strong", "pgd-strong")
                 for norm, values in (("inf", parameters.sweep_linf), ("2", parameters.sweep_l2)):
                     for value in values:
-                        self._white_box(protocol, attack, norm, value)
+                        if sweep == "sweep":
+                            self._white_box("paper", "pgd", norm, value)
+                        else:
+                            for label in self.targets:
+                                self._strong("pgd-strong", value, label, earlier=[], norm=norm)
         if "diversity" in self.attacks:
             self._diversity()
 
@@ -318,16 +365,55 @@ class RobustnessEvaluation:
         return sorted(set(parameters.fgsm_eps) | set(parameters.bim_eps) | set(parameters.pgd_eps))
 
     def _white_box(self, protocol: str, attack: str, norm: str, value: float) -> None:
+        """A paper-protocol attack through ART: averaged probabilities, the model's own predictions as labels."""
         for label, target in self.targets.items():
-            key = result_key(protocol, attack, norm, value, label)
+            key = self._key(protocol, attack, norm, value, label)
             if key in self.store:
                 continue
-            output = "probabilities" if protocol == "paper" else "logits"
-            classifier = ensemble_classifier(target.members, output, tuple(self.images.shape[1:]), self.device)
-            true_labels = protocol == "strong"
+            classifier = ensemble_classifier(target.members, "probabilities", tuple(self.images.shape[1:]), self.device)
             start = time.perf_counter()
-            adversarial = self._craft(key, attack, value, classifier, norm, true_labels)
-            self._record(key, label, adversarial, start, protocol=protocol, attack=attack, norm=norm, value=value, output=output, true_labels=true_labels, surrogate=None)
+            adversarial = self._craft(key, attack, value, classifier, norm, self.images, None)
+            self._record(key, label, adversarial, start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=None)
+
+    def _strong(self, attack: str, value: float, label: str, *, earlier: list[str], norm: str = "inf") -> None:
+        """One strong attack, with the true labels, on the images that survived the ``earlier`` strong attacks at ``value``.
+
+        The result's mask is the worst case so far: an image counts as robust only when it
+        survived every earlier attack too. PGD and MORA are plain torch (:mod:`.ensemble_pgd`),
+        AutoAttack is ART's on the averaged logits.
+        """
+        key = self._key("strong", attack, norm, value, label)
+        if key in self.store:
+            return
+        target = self.targets[label]
+        survivors = self.clean[label].clone()
+        for name in earlier:
+            survivors &= torch.from_numpy(self.store.robust_mask(self._key("strong", name, norm, value, label)))
+        index = survivors.nonzero().squeeze(1).to(self.device)
+        start = time.perf_counter()
+        adversarial = self.images.clone()
+        if len(index):
+            if attack in STRONG_OBJECTIVES:
+                adversarial[index] = self._plain_pgd(key, target.members, index, value, norm, STRONG_OBJECTIVES[attack])
+            else:
+                classifier = ensemble_classifier(target.members, "logits", tuple(self.images.shape[1:]), self.device)
+                found = self._craft(key, attack, value, classifier, norm, self.images[index], self.labels[index])
+                adversarial[index] = torch.from_numpy(found).to(self.device)
+        output = "logits" if attack in ("pgd-strong", "autoattack") else "probabilities" if attack == "pgd-probs" else "members (MORA-style mix)"
+        self._record(
+            key, label, adversarial, start, protocol="strong", attack=attack, norm=norm, value=value, output=output,
+            true_labels=True, surrogate=None, survivors=survivors, survivors_of=earlier,
+        )  # fmt: skip
+
+    def _plain_pgd(self, key: str, members: nn.ModuleList, index: torch.Tensor, eps: float, norm: str, objective: Objective) -> torch.Tensor:
+        """:func:`~.ensemble_pgd.ensemble_pgd` on the images ``index``, batch by batch, from a seed of its own."""
+        generator = torch.Generator(device=self.device).manual_seed(self._seed(key))
+        losses = attack_losses(objective, self.settings.strong_restarts)
+        images, labels = self.images[index], self.labels[index]
+        parts = []
+        for batch in batch_progress(key, len(images), self.settings.batch_size):
+            parts.append(ensemble_pgd(members, images[batch], labels[batch], eps, steps=self.settings.strong_steps, losses=losses, norm=norm, generator=generator))
+        return torch.cat(parts)
 
     def _transfer(self) -> None:
         """Table 4: craft on a surrogate with the paper protocol, measure on every target."""
@@ -349,31 +435,43 @@ class RobustnessEvaluation:
             if source not in surrogates:
                 continue
             surrogate = f"{run_dir.name}:{source}"
-            key = result_key(protocol, attack, norm, value, label, surrogate)
+            key = self._key(protocol, attack, norm, value, label, surrogate)
             if key in self.store:
                 continue
             start = time.perf_counter()
             if source not in crafted:
                 classifier = ensemble_classifier(surrogates[source].to(self.device), "probabilities", tuple(self.images.shape[1:]), self.device)
-                crafted[source] = self._craft(key, attack, value, classifier, norm, true_labels=False)
-            self._record(key, label, crafted[source], start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=surrogate)
+                crafted[source] = self._craft(key, attack, value, classifier, norm, self.images, None)
+            self._record(key, label, torch.from_numpy(crafted[source]).to(self.device), start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=surrogate)
 
-    def _craft(self, key: str, attack: str, value: float, classifier: Any, norm: str, true_labels: bool) -> np.ndarray:
-        """Adversarial images for all evaluated images, batch by batch under a progress bar."""
-        # A seed per result, so a resumed evaluation draws the same random starts as an uninterrupted one.
-        seed = zlib.crc32(key.encode()) ^ self.config.run.seed
-        np.random.seed(seed % 2**32)
+    def _seed(self, key: str) -> int:
+        """A seed per result, so a resumed evaluation draws the same random starts as an uninterrupted one."""
+        return (zlib.crc32(key.encode()) ^ self.config.run.seed) % 2**32
+
+    def _craft(self, key: str, attack: str, value: float, classifier: Any, norm: str, images: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
+        """ART's adversarial images for ``images``, batch by batch under a progress bar; ``labels`` None: the model's predictions."""
+        seed = self._seed(key)
+        np.random.seed(seed)
         torch.manual_seed(seed)
-        images = self.images.cpu().numpy()
-        labels = self.labels.cpu().numpy()
+        x = images.cpu().numpy()
+        y = None if labels is None else labels.cpu().numpy()
         parts = []
-        for batch in batch_progress(key, len(images), self.settings.batch_size):
-            parts.append(craft(attack, value, classifier, images[batch], labels[batch] if true_labels else None, self.settings, norm=_art_norm(norm)))
+        for batch in batch_progress(key, len(x), self.settings.batch_size):
+            parts.append(craft(attack, value, classifier, x[batch], None if y is None else y[batch], self.settings, norm=_art_norm(norm)))
         return np.concatenate(parts)
 
-    def _record(self, key: str, label: str, adversarial: np.ndarray, start: float, *, protocol: str, attack: str, norm: str, value: float, output: str, true_labels: bool, surrogate: str | None) -> None:
+    def _record(
+        self, key: str, label: str, adversarial: torch.Tensor | np.ndarray, start: float, *, protocol: str, attack: str, norm: str, value: float,
+        output: str, true_labels: bool, surrogate: str | None, survivors: torch.Tensor | None = None, survivors_of: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        """Score ``adversarial`` ``[N, C, H, W]`` and store the result; ``survivors`` ``[N]``: the images the attack was run on (the rest count as broken)."""
         target = self.targets[label]
-        adversarial_correct = self._correct(target.members, torch.from_numpy(adversarial).to(self.device))
+        if isinstance(adversarial, np.ndarray):
+            adversarial = torch.from_numpy(adversarial).to(self.device)
+        adversarial_correct = self._correct(target.members, adversarial)
+        if survivors is not None:
+            adversarial_correct &= survivors
+        extra = {} if survivors_of is None else {"survivors_of": survivors_of}
         result = robust_result(
             self.clean[label],
             adversarial_correct,
@@ -384,13 +482,15 @@ class RobustnessEvaluation:
             parameter=PARAMETER[attack],
             value=value,
             method=label,
+            train_seed=self.train_seed,
             run_dir=str(target.run_dir),
             surrogate=surrogate,
-            model_output=f"averaged {output}",
+            model_output=f"averaged {output}" if output in ("logits", "probabilities") else output,
             labels="true labels" if true_labels else "model predictions",
             seconds=time.perf_counter() - start,
             settings=self.settings.as_dict(),
             seed=self.config.run.seed,
+            **extra,
         )
         self.store.add(result)
 

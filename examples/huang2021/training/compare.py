@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from ..data.splits import Splits, load_splits
 from ..evaluation.clean import comparison, evaluate
+from ..evaluation.ensemble_pgd import robust_correct
 from ..members import DESCRIPTION, feature_size
 from ..run_dir import CONFIG, RESULTS, create_run_dir, library_versions, load_json, model_path, save_json
 from ..settings import as_flags
@@ -119,21 +120,44 @@ def _train_and_compare(config: TrainingConfig, session: Session, argv: list[str]
         return None
     if diverged:
         if trained:
-            print(format_table(_compared(trained, splits, run.eval_batch_size)))
+            print(format_table(_compared(trained, splits, config)))
         # No results.json: the run is incomplete, and a resume retries the diverged methods.
         raise SystemExit(f"diverged: {', '.join(diverged)} (see above); the other methods' results are not saved as the run's ({run_dir})")
 
-    results = _compared(trained, splits, run.eval_batch_size)
+    results = _compared(trained, splits, config)
     save_json(run_dir / RESULTS, results)
     print(format_table(results))
     return results
 
 
-def _compared(trained: dict[str, TrainedMethod], splits: Splits, batch_size: int) -> dict[str, Any]:
-    """The comparison of the trained methods on the test split, with their training records."""
+def _compared(trained: dict[str, TrainedMethod], splits: Splits, config: TrainingConfig) -> dict[str, Any]:
+    """The comparison of the trained methods on the test split, with their training records and the robustness column."""
+    batch_size = config.run.eval_batch_size
     results = comparison({name: evaluate(method.members, splits.test, batch_size) for name, method in trained.items()})
+    robustness = config.robustness
+    if robustness.robust_eps:
+        results["robustness"] = {
+            "attack": f"PGD-{robustness.robust_steps}" + (f"x{robustness.robust_restarts}" if robustness.robust_restarts > 1 else ""),
+            "norm": "inf",
+            "eps": list(robustness.robust_eps),
+            "steps": robustness.robust_steps,
+            "restarts": robustness.robust_restarts,
+            "step_size": "2.5 eps / steps",
+            "objective": "cross-entropy of the averaged logits, true labels",
+        }
     for name, method in trained.items():
-        results["methods"][name].update(train_seconds=method.train_seconds, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy)
+        row = results["methods"][name]
+        row.update(train_seconds=method.train_seconds, best_epoch=method.best_epoch, val_accuracy=method.val_accuracy)
+        if robustness.robust_eps:
+            start = time.perf_counter()
+            row["robust_accuracy"] = {
+                f"{eps:g}": robust_correct(
+                    method.members, splits.test, eps, steps=robustness.robust_steps, restarts=robustness.robust_restarts,
+                    batch_size=batch_size, seed=config.run.seed,
+                ).float().mean().item()
+                for eps in robustness.robust_eps
+            }  # fmt: skip
+            row["robust_seconds"] = time.perf_counter() - start
     return results
 
 
@@ -150,11 +174,15 @@ def _open_run_dir(config: TrainingConfig, session: Session, argv: list[str]) -> 
 def format_table(results: dict[str, Any]) -> str:
     """The comparison table as printed (and stored in results.json)."""
     width = max(10, *map(len, results["methods"]))
-    header = f"{'method':<{width}} {'test acc %':>10} {'E (eq.5)':>9} {'L_F (eq.6)':>11} {'angle deg':>10} {'train s':>8} {'best ep':>8}"
+    robustness = results.get("robustness")
+    robust_columns = [f"{robustness['attack']} {eps:g}" for eps in robustness["eps"]] if robustness else []
+    header = f"{'method':<{width}} {'test acc %':>10} " + "".join(f"{column:>{len(column) + 1}} " for column in robust_columns)
+    header += f"{'E (eq.5)':>9} {'L_F (eq.6)':>11} {'angle deg':>10} {'train s':>8} {'best ep':>8}"
     lines = [header, "-" * len(header)]
     for name, row in results["methods"].items():
+        robust = "".join(f"{100 * row['robust_accuracy'][f'{eps:g}']:>{len(column) + 1}.2f} " for eps, column in zip(robustness["eps"], robust_columns)) if robustness else ""
         lines.append(
-            f"{name:<{width}} {100 * row['test_accuracy']:>10.2f} {row['ambiguity_entropy']:>9.4f} "
+            f"{name:<{width}} {100 * row['test_accuracy']:>10.2f} {robust}{row['ambiguity_entropy']:>9.4f} "
             f"{row['discrimination_score']:>11.4f} {row['gradient_angle_degrees']:>10.2f} "
             f"{row['train_seconds']:>8.1f} {row['best_epoch']:>8d}"
         )
@@ -162,6 +190,12 @@ def format_table(results: dict[str, Any]) -> str:
         f"E and accuracy over all {results['test_images']} test images; L_F and angle over the "
         f"{results['images_correct_for_all_methods']} classified correctly by every method (as in Figs. 2-3)."
     )
+    if robustness:
+        lines.append(
+            f"{robustness['attack']} EPS: accuracy % over all test images under L_inf PGD with {robustness['steps']} steps of "
+            f"2.5 eps / steps from a random start ({robustness['restarts']} start(s)) on the averaged logits with the true labels, "
+            "one white-box attack: examples/evaluate.py is the full evaluation (docs/evaluation.md)."
+        )
     return "\n".join(lines)
 
 

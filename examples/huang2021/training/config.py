@@ -159,6 +159,27 @@ class AdversarialTraining:
     craft_mode: Literal["train", "eval"] = flag("train", "members' and PDD's mode while crafting; eval attacks the deployed ensemble (no PDD)", choices=("train", "eval"))
 
 
+ROBUST_EPS = {"digits": (0.05, 0.1), "fashion-mnist": (0.01, 0.02), "cifar100": (0.01, 0.02), "tiny-imagenet": (0.01, 0.02)}
+"""The robustness column's epsilons: the paper protocol's PGD epsilons of each data set (Table 2; digits: docs/evaluation.md)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobustnessColumn:
+    """robustness column (the comparison table's white-box attack: L_inf PGD on the averaged logits, true labels, plain torch)"""
+
+    robust_eps: tuple[float, ...] = flag(
+        MISSING,
+        "L_inf epsilons of the column's PGD, on all test images; give the flag with no value to leave the column out",
+        check=Check(lambda eps: all(0.0 < value <= 1.0 for value in eps), "values in (0, 1] (pixels lie in [0, 1])"),
+        per_dataset=ROBUST_EPS,
+        type=float,
+        nargs="*",
+        metavar="EPS",
+    )
+    robust_steps: int = flag(50, "PGD steps, each of 2.5 eps / steps", check=AT_LEAST_ONE)
+    robust_restarts: int = flag(1, "PGD random starts (a restart attacks only the images not yet broken)", check=AT_LEAST_ONE)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     """What a run trains with: every stored flag, resolved (``settings.from_flags(TrainingConfig, flags, dataset=...)``)."""
@@ -168,6 +189,7 @@ class TrainingConfig:
     pdd: PDDSettings
     weights: Weights
     adversarial: AdversarialTraining
+    robustness: RobustnessColumn
 
     def __post_init__(self) -> None:
         intervals, members = self.pdd.num_intervals, self.run.members
