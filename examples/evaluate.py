@@ -1,17 +1,20 @@
 """Attack the ensembles of training runs like the paper does, and with stronger attacks beside it.
 
     PYTHONPATH=src python examples/evaluate.py runs/<run> --out-dir runs/<run>-eval
+    PYTHONPATH=src python examples/evaluate.py runs/<seed-0-run> runs/<seed-1-run> runs/<seed-2-run>  # means over seeds
     PYTHONPATH=src python examples/evaluate.py runs/<run> runs/<authors-scaling-run> \\
         --type1-surrogate runs/<surrogate-run> --type2-surrogate runs/<surrogate-run> --limit 100
 
 Loads every method's kept ensemble from each RUN_DIR (written by ``examples/train.py``) and
 runs, on the first ``--limit`` test images: the paper protocol (Tables 2, 3, 5: FGSM, BIM,
 PGD, JSMA, C&W as the authors' code runs them), the strong protocol (PGD with 100 steps and
-5 restarts, AutoAttack) at the same epsilons, black-box transfer from surrogate runs
-(Table 4), a PGD epsilon sweep (Fig. 4) and the diversity analysis (Table 1, Figs. 1-3). Each
-result is written as soon as its attack finishes; a rerun with the same ``--out-dir`` skips
-finished attacks. This file parses the flags; ``huang2021/evaluation/robustness.py`` defines
-them and runs the evaluation, ``huang2021/evaluation/report.py`` writes the report.
+5 restarts on the averaged logits and on the log averaged probabilities, a MORA-style attack
+on the members, AutoAttack, in sequence) at the same epsilons, black-box transfer from
+surrogate runs (Table 4), a PGD epsilon sweep (Fig. 4) and the diversity analysis (Table 1,
+Figs. 1-3). Runs of several ``--seed`` values are evaluated together, each on its own test
+split, and the report gives means and spreads over them. Each result is written as soon as
+its attack finishes; a rerun with the same ``--out-dir`` skips finished attacks. This file
+parses the flags; ``huang2021/evaluation/robustness.py`` defines them and runs the evaluation, ``huang2021/evaluation/report.py`` writes the report.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def parse(argv: list[str]) -> tuple[EvaluationConfig, Targets, list[Path]]:
     run_dirs = flags.pop("run_dirs")
     try:
         surrogates = [("--type1-surrogate", flags["type1_surrogate"]), ("--type2-surrogate", flags["type2_surrogate"])]
-        targets = load_targets(run_dirs, dataset=flags["dataset"], surrogates=surrogates)
+        targets = load_targets(run_dirs, dataset=flags["dataset"], surrogates=surrogates, methods=flags["methods"])
         dataset = targets.dataset
         if len(targets.ensembles) > 1:
             flags["attacks"] = without_diversity(flags["attacks"], seeds=sorted(targets.ensembles))

@@ -231,6 +231,8 @@ def test_bad_input_is_refused_naming_the_flag(run_dir, tmp_path, capsys):
     error = _error(capsys, [str(run_dir), *out, "--attacks", "pgd,deepfool"])
     assert "--attacks" in error and "deepfool" in error
     assert "--dataset" in _error(capsys, [str(run_dir), *out, "--dataset", "cifar100"])
+    error = _error(capsys, [str(run_dir), *out, "--methods", "baseline,adp"])
+    assert "--methods" in error and "'pdd'" in error
     assert "--type1-surrogate" in _error(capsys, [str(run_dir), *out, "--type1-surrogate", str(tmp_path)])
     assert "--type1-surrogate" in _error(capsys, [str(run_dir), *out, "--attacks", "transfer"])
     assert not (tmp_path / "out").exists()
@@ -278,6 +280,9 @@ def seed1_run_dir(tmp_path_factory) -> Path:
 def test_runs_of_several_seeds_are_evaluated_each_on_its_split_and_averaged(run_dir, seed1_run_dir, tmp_path, capsys):
     out_dir = tmp_path / "out"
     evaluate.main([str(run_dir), str(seed1_run_dir), "--out-dir", str(out_dir), *FAST, "--attacks", "fgsm,pgd-strong,pgd-probs"])
+    # --methods keeps only the named targets, of every seed.
+    evaluate.main([str(run_dir), str(seed1_run_dir), "--out-dir", str(tmp_path / "only"), *FAST, "--attacks", "fgsm", "--methods", "pdd"])
+    assert {result["method"] for result in load_json(tmp_path / "only" / "results.json")["results"].values()} == {"pdd"}
     results = load_json(out_dir / "results.json")["results"]
     for seed in (0, 1):
         test = digits_splits(seed, torch.device("cpu")).test

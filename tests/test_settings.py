@@ -97,3 +97,13 @@ def test_the_evaluation_settings_take_the_data_sets_paper_parameters():
     assert (cifar.settings.cw_steps, cifar.run.limit) == (1000, None)
     with pytest.raises(ValueError, match="--fgsm-eps"):
         from_flags(EvaluationConfig, flags, dataset="svhn")
+
+
+def test_stored_settings_missing_a_flag_are_refused_naming_it():
+    """A run directory's config.json written before a flag existed: a ValueError naming the flag, not a KeyError."""
+    parser = argparse.ArgumentParser()
+    add_flags(parser, TrainingConfig)
+    stored = as_flags(from_flags(TrainingConfig, vars(parser.parse_args([])), dataset="digits"))
+    del stored["robust_steps"]
+    with pytest.raises(ValueError, match="--robust-steps"):
+        from_flags(TrainingConfig, stored, dataset="digits")

@@ -161,6 +161,9 @@ def from_flags(settings: type[T], flags: Mapping[str, Any], *, dataset: str | No
             values[item.name] = from_flags(hints[item.name], flags, dataset=dataset)
             continue
         spec: _Flag = item.metadata["flag"]
+        if _dest(settings, item.name) not in flags:
+            # A run directory's config.json written before the flag existed.
+            raise ValueError(f"Expected the settings to hold {flag_name(settings, item.name)}, which they lack (stored by an older version of this code?)")
         value = flags[_dest(settings, item.name)]
         if value is None and spec.per_dataset is not None:
             value = spec.per_dataset.get(dataset, item.default)

@@ -1,10 +1,11 @@
 """The robustness evaluation of ``examples/evaluate.py``: the kept ensembles of training runs under every attack.
 
 :func:`evaluate_robustness` loads every method's kept ensemble from each run directory and runs,
-on the first ``--limit`` test images: the paper protocol (Tables 2, 3, 5: FGSM, BIM, PGD, JSMA,
-C&W as the authors' code runs them), the strong protocol (PGD with 100 steps and 5 restarts,
-AutoAttack) at the same epsilons, black-box transfer from surrogate runs (Table 4), a PGD
-epsilon sweep (Fig. 4) and the diversity analysis (Table 1, Figs. 1-3). Which attacks run at
+per training seed on the first ``--limit`` images of that seed's test split: the paper protocol
+(Tables 2, 3, 5: FGSM, BIM, PGD, JSMA, C&W as the authors' code runs them), the strong protocol
+(PGD on the averaged logits and on the log averaged probabilities, MORA-style, AutoAttack, each
+on the survivors of the ones before) at the same epsilons, black-box transfer from surrogate
+runs (Table 4), a PGD epsilon sweep (Fig. 4) and the diversity analysis (Table 1, Figs. 1-3). Which attacks run at
 which parameters is data (:class:`EvaluationRun`, :class:`AttackParameters`,
 :class:`~.attacks.AttackSettings`), stored in the evaluation directory's ``config.json``. Each
 result is written as soon as its attack finishes (:mod:`.results`); a rerun with the same
@@ -54,7 +55,7 @@ SWEEPS = ("sweep", "sweep-strong")
 """Fig. 4: the paper protocol's PGD, and the strong protocol's, over doubling epsilons under L_inf and L_2."""
 ATTACKS = (*PAPER_ATTACKS, *STRONG_ATTACKS, "transfer", *SWEEPS, "diversity")
 """``--attacks`` names; ``diversity`` is the paper's diversity analysis (Table 1, Figs. 1-3), no attack."""
-NEUTRAL_FLAGS = ("attacks", "device", "threads", "fgsm_eps", "bim_eps", "pgd_eps", "jsma_gamma", "cw_const", "sweep_linf", "sweep_l2")
+NEUTRAL_FLAGS = ("attacks", "methods", "device", "threads", "fgsm_eps", "bim_eps", "pgd_eps", "jsma_gamma", "cw_const", "sweep_linf", "sweep_l2")
 """Flags that choose which results to compute, not what a result means: a resumed evaluation may change them."""
 AUTHORS_SCALING = " (authors' scaling)"
 """Label suffix of a PDD ensemble trained without rescaling (``--pdd-scaling authors``); plain "pdd" is inverted dropout."""
@@ -103,6 +104,7 @@ class EvaluationRun:
         None, f"comma-separated, from {list(ATTACKS)}", shown="all; 'transfer' only with a surrogate, 'diversity' only for targets of one --seed"
     )
     limit: int | None = flag(None, "evaluate the first N test images of each seed's test split", check=AT_LEAST_ONE, shown="all", type=int, metavar="N")
+    methods: str | None = flag(None, "comma-separated target labels to evaluate, e.g. baseline,pdd+deg (as the report's columns name them)", shown="every ensemble of the RUN_DIRs")
     dataset: str | None = flag(None, "expected data set of every RUN_DIR", shown="theirs")
     seed: int = flag(0, "random starts of the attacks")
     device: str = device_flag("where the ensembles run")
@@ -187,7 +189,7 @@ class Targets(NamedTuple):
         return next(iter(self.train_flags.values()))["dataset"]
 
 
-def load_targets(run_dirs: list[Path], *, dataset: str | None, surrogates: list[tuple[str, Path | None]]) -> Targets:
+def load_targets(run_dirs: list[Path], *, dataset: str | None, surrogates: list[tuple[str, Path | None]], methods: str | None = None) -> Targets:
     """Every run's ensembles, grouped by the run's ``--seed`` and labelled by method (PDD methods trained with
     ``--pdd-scaling authors``: ``AUTHORS_SCALING`` appended); ValueError naming the flag for a run that is
     missing, unfinished or of another data set (than ``dataset`` or the first run's).
@@ -196,6 +198,7 @@ def load_targets(run_dirs: list[Path], *, dataset: str | None, surrogates: list[
     attacked on its own test split. ``surrogates``: ``(flag, run_dir)`` pairs whose runs must
     exist and share the data set and the seed (a surrogate of another seed was trained on
     another split, which may hold the targets' test images); they need targets of one seed.
+    ``methods``: the comma-separated labels to keep (``--methods``), or None for all.
     """
     ensembles: dict[int, dict[str, Target]] = {}
     flags_by_seed: dict[int, dict[str, Any]] = {}
@@ -214,6 +217,12 @@ def load_targets(run_dirs: list[Path], *, dataset: str | None, surrogates: list[
             if label in targets:
                 label = f"{label}@{run_dir.name}"
             targets[label] = Target(method, run_dir, members)
+    if methods is not None:
+        wanted = [label.strip() for label in methods.split(",") if label.strip()]
+        found = {label for targets in ensembles.values() for label in targets}
+        if not wanted or set(wanted) - found:
+            raise ValueError(f"Expected --methods to name targets of the RUN_DIRs, {sorted(found)}, but got {methods!r}")
+        ensembles = {seed: {label: target for label, target in targets.items() if label in wanted} for seed, targets in ensembles.items()}
     for name, run_dir in surrogates:
         if run_dir is None:
             continue
