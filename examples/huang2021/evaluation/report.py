@@ -494,29 +494,33 @@ def _sweep_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    norms = [norm for norm in ("inf", "2") if any(n == norm for _, n in curves)]
-    figure, axes = plt.subplots(1, len(norms), figsize=(5.5 * len(norms), 4), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    for axis, norm in zip(axes[0], norms):
-        for (attack, curve_norm), sweep in curves.items():
-            if curve_norm != norm:
-                continue
-            for index, method in enumerate(methods):
-                points = [(v, [100 * r["accuracy"] for r in cell.values()]) for v, cell in zip(sweep, cells[(attack, norm)][method]) if cell]
-                if points:
-                    xs = [v for v, _ in points]
-                    means = [np.mean(accuracies) for _, accuracies in points]
-                    # A point of one seed has no spread: no bars rather than a std of 0 that would read as certainty.
-                    errors = [np.std(accuracies, ddof=1) for _, accuracies in points] if all(len(a) > 1 for _, a in points) else None
-                    axis.errorbar(xs, means, yerr=errors, capsize=3, marker="o", color=colours(index % 10),
-                                  linestyle="-" if attack == "pgd" else "--", label=f"{method} ({_name(attack, flags)})")
+    # One panel per (attack, norm), one colour per method: with a dozen methods, two line
+    # styles in one panel and a legend entry per line would not be readable.
+    panels = list(curves)
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.8 * rows + 0.6), squeeze=False)
+    colours = plt.get_cmap("tab20")
+    for axis, (attack, norm) in zip(axes.flat, panels):
+        for index, method in enumerate(methods):
+            points = [(v, [100 * r["accuracy"] for r in cell.values()]) for v, cell in zip(curves[(attack, norm)], cells[(attack, norm)][method]) if cell]
+            if points:
+                xs = [v for v, _ in points]
+                means = [np.mean(accuracies) for _, accuracies in points]
+                # A point of one seed has no spread: no bars rather than a std of 0 that would read as certainty.
+                errors = [np.std(accuracies, ddof=1) for _, accuracies in points] if all(len(a) > 1 for _, a in points) else None
+                axis.errorbar(xs, means, yerr=errors, capsize=3, marker="o", markersize=3, color=colours(index % 20), label=method)
+        axis.set_title(f"{_name(attack, flags)} ({'paper' if attack == 'pgd' else 'strong'} protocol), {NORMS[norm]}", fontsize=9)
         axis.set_xscale("log", base=2)
         axis.set_xlabel(f"epsilon ({NORMS[norm]}, log2 scale)")
         axis.set_ylabel("accuracy over all images (%)")
         axis.set_ylim(-2, 102)
         axis.grid(True, alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    figure.tight_layout()
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.04 + 0.02 * (-(-len(labels) // 4)), 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
