@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ensemble_diversity import Ensemble
 
 from ..data.splits import Split, split_batches
-from .clean import ensemble_correct
+from .clean import correct_on, ensemble_correct
 
 Objective = Literal["logits", "log-probabilities", "mora"]
 OBJECTIVES: tuple[Objective, ...] = ("logits", "log-probabilities", "mora")
@@ -187,13 +187,13 @@ def robust_correct(
     batch_size: int = 500,
     seed: int = 0,
 ) -> Tensor:
-    """``[N]`` bool on the CPU: the ensemble classifies image n correctly before and after :func:`ensemble_pgd`."""
+    """``[N]`` bool on the CPU: the ensemble classifies image n correctly before and after :func:`ensemble_pgd`.
+
+    Correct after the attack implies correct before it: :func:`ensemble_pgd` returns a
+    misclassified image unchanged and an unbroken one as its clean image.
+    """
     generator = torch.Generator(device=split.images.device).manual_seed(seed)
-    ensemble = Ensemble(members).eval()
-    parts = []
-    for images, labels in split_batches(split, batch_size):
-        adversarial = ensemble_pgd(members, images, labels, eps, steps=steps, losses=attack_losses(objective, restarts), generator=generator)
-        with torch.no_grad():
-            clean = ensemble_correct(ensemble.member_logits(images), labels)
-            parts.append((clean & ensemble_correct(ensemble.member_logits(adversarial), labels)).cpu())
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+    losses = attack_losses(objective, restarts)
+    parts = [ensemble_pgd(members, images, labels, eps, steps=steps, losses=losses, generator=generator) for images, labels in split_batches(split, batch_size)]
+    adversarial = torch.cat(parts) if parts else split.images[:0]
+    return correct_on(Ensemble(members), Split(adversarial, split.labels), batch_size).cpu()

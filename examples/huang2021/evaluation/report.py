@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from ..run_dir import save_bytes, save_text
-from .attacks import PAPER_ATTACKS, TRANSFER_ATTACKS
+from .attacks import PAPER_ATTACKS, STRONG_ATTACKS, TRANSFER_ATTACKS
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
 
 REPORT = "report.md"
@@ -39,12 +39,9 @@ Cell = dict[Seed, dict[str, Any]]
 Row = tuple[str, str, dict[str, Cell]]
 """A table row: its label, its parameter and its cell for each method."""
 
-NAMES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "jsma": "JSMA", "cw": "C&W", "pgd-strong": "PGD-100x5", "autoattack": "AutoAttack",
-         "pgd-probs": "PGD log-probs", "mora": "MORA-style"}
-"""Attack names without the flags; :func:`_name` gives the strong attacks' names with them."""
+NAMES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "jsma": "JSMA", "cw": "C&W"}
+"""The paper protocol's attack names; :func:`_name` gives the strong attacks' names, with their flags."""
 NORMS = {"inf": "L_inf", "2": "L_2", "0": "L_0"}
-STRONG_ORDER = ("pgd-strong", "pgd-probs", "mora", "autoattack")
-"""The strong protocol's attacks in row order; AutoAttack last, as it runs on the survivors of the others."""
 ADVT_ORDER = ("advt-fgsm", "advt-fgsm+pdd", "advt-pgd", "advt-pgd+pdd")
 
 
@@ -191,9 +188,9 @@ def _values(results: Results, protocol: str, attack: str, norm: str | None = Non
 
 
 def _strong_attacks(results: Results) -> list[str]:
-    """The strong attacks present, in :data:`STRONG_ORDER` (any other after them)."""
+    """The strong attacks present, in the order they run (:data:`~.attacks.STRONG_ATTACKS`; any other after them)."""
     found = {r["attack"] for r in results.values() if r["protocol"] == "strong"}
-    return [a for a in STRONG_ORDER if a in found] + sorted(found - set(STRONG_ORDER))
+    return [a for a in STRONG_ATTACKS if a in found] + sorted(found - set(STRONG_ATTACKS))
 
 
 def _strong_epsilons(results: Results, flags: dict[str, Any]) -> list[float]:

@@ -406,8 +406,7 @@ class RobustnessEvaluation:
                 adversarial[index] = self._plain_pgd(key, target.members, index, value, norm, STRONG_OBJECTIVES[attack])
             else:
                 classifier = ensemble_classifier(target.members, "logits", tuple(self.images.shape[1:]), self.device)
-                found = self._craft(key, attack, value, classifier, norm, self.images[index], self.labels[index])
-                adversarial[index] = torch.from_numpy(found).to(self.device)
+                adversarial[index] = self._craft(key, attack, value, classifier, norm, self.images[index], self.labels[index])
         output = "logits" if attack in ("pgd-strong", "autoattack") else "probabilities" if attack == "pgd-probs" else "members (MORA-style mix)"
         self._record(
             key, label, adversarial, start, protocol="strong", attack=attack, norm=norm, value=value, output=output,
@@ -437,7 +436,7 @@ class RobustnessEvaluation:
                     self._transfer_attack(protocol, run_dir, surrogates, attack, norm, value)
 
     def _transfer_attack(self, protocol: str, run_dir: Path, surrogates: dict[str, nn.ModuleList], attack: str, norm: str, value: float) -> None:
-        crafted: dict[str, np.ndarray] = {}
+        crafted: dict[str, torch.Tensor] = {}
         for label, target in self.targets.items():
             # Type I: always the surrogate run's baseline; Type II: its ensemble of the target's own method.
             source = "baseline" if protocol == "transfer-I" else target.method
@@ -451,14 +450,14 @@ class RobustnessEvaluation:
             if source not in crafted:
                 classifier = ensemble_classifier(surrogates[source].to(self.device), "probabilities", tuple(self.images.shape[1:]), self.device)
                 crafted[source] = self._craft(key, attack, value, classifier, norm, self.images, None)
-            self._record(key, label, torch.from_numpy(crafted[source]).to(self.device), start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=surrogate)
+            self._record(key, label, crafted[source], start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=surrogate)
 
     def _seed(self, key: str) -> int:
         """A seed per result, so a resumed evaluation draws the same random starts as an uninterrupted one."""
         return (zlib.crc32(key.encode()) ^ self.config.run.seed) % 2**32
 
-    def _craft(self, key: str, attack: str, value: float, classifier: Any, norm: str, images: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
-        """ART's adversarial images for ``images``, batch by batch under a progress bar; ``labels`` None: the model's predictions."""
+    def _craft(self, key: str, attack: str, value: float, classifier: Any, norm: str, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """ART's adversarial images for ``images``, batch by batch under a progress bar, on the device; ``labels`` None: the model's predictions."""
         seed = self._seed(key)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -467,16 +466,14 @@ class RobustnessEvaluation:
         parts = []
         for batch in batch_progress(key, len(x), self.settings.batch_size):
             parts.append(craft(attack, value, classifier, x[batch], None if y is None else y[batch], self.settings, norm=_art_norm(norm)))
-        return np.concatenate(parts)
+        return torch.from_numpy(np.concatenate(parts)).to(self.device)
 
     def _record(
-        self, key: str, label: str, adversarial: torch.Tensor | np.ndarray, start: float, *, protocol: str, attack: str, norm: str, value: float,
+        self, key: str, label: str, adversarial: torch.Tensor, start: float, *, protocol: str, attack: str, norm: str, value: float,
         output: str, true_labels: bool, surrogate: str | None, survivors: torch.Tensor | None = None, survivors_of: list[str] | None = None,
     ) -> None:  # fmt: skip
         """Score ``adversarial`` ``[N, C, H, W]`` and store the result; ``survivors`` ``[N]``: the images the attack was run on (the rest count as broken)."""
         target = self.targets[label]
-        if isinstance(adversarial, np.ndarray):
-            adversarial = torch.from_numpy(adversarial).to(self.device)
         adversarial_correct = self._correct(target.members, adversarial)
         if survivors is not None:
             adversarial_correct &= survivors

@@ -33,16 +33,15 @@ only, never into the parameters.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ensemble_diversity import Ensemble
 
+from ..evaluation.ensemble_pgd import averaged_probabilities_loss
 from .config import AdversarialTraining
 from .methods import Attack
 
@@ -50,11 +49,10 @@ from .methods import Attack
 def ensemble_cross_entropy_of_average(logits: Tensor, labels: Tensor) -> Tensor:
     """Scalar: CE of the ensemble's prediction, the members' softmax probabilities ``[K, B, L]`` averaged.
 
-    ``log((1/K) sum_k softmax(z_k))`` computed as a log-sum-exp of the log-probabilities, so a
-    member's vanishing probability does not underflow to ``log 0``.
+    The batch mean of :func:`~huang2021.evaluation.ensemble_pgd.averaged_probabilities_loss`, in
+    float32 (under bf16 autocast the logits arrive in bf16).
     """
-    log_mean = torch.logsumexp(F.log_softmax(logits.float(), dim=-1), dim=0) - math.log(logits.shape[0])
-    return F.nll_loss(log_mean, labels)
+    return averaged_probabilities_loss(logits.float(), labels).mean()
 
 
 def craft_adversarial(
