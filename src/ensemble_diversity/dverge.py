@@ -212,9 +212,7 @@ def dverge_loss(
         got = f"shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"Expected argument `y` to hold one target per distilled image ([{distilled.shape[1]}, ...]), but got {got}")
     images = distilled.detach()
-    logits = torch.stack(
-        [torch.stack([member(images[j]) for j in range(num_members) if j != i]) for i, member in enumerate(members)]
-    )
+    logits = torch.stack([torch.stack([member(images[j]) for j in range(num_members) if j != i]) for i, member in enumerate(members)])
     losses = torch.stack([sum((loss_fn(row, y) for row in member_logits), start=logits.new_zeros(())) for member_logits in logits])
     return CrossTraining(losses, logits)
 
@@ -270,8 +268,7 @@ def _members_and_layers(
             points.append((member.get_submodule(layer), False, layer))
         except AttributeError:
             raise ValueError(
-                f"Expected argument `layer` to name a submodule of every model, but `models[{k}]` "
-                f"({type(member).__name__}) has no {layer!r}"
+                f"Expected argument `layer` to name a submodule of every model, but `models[{k}]` ({type(member).__name__}) has no {layer!r}"
             ) from None
     return members, points
 

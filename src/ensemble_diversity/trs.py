@@ -140,9 +140,7 @@ def trs_terms(
         return 2.0 * scale * norms.mean(dim=1).mean()
 
     if x_smooth is None:
-        both = _gradient_penalty(
-            models, x, y, loss_fn, create_graph, lambda grads: torch.stack([similarity(grads), smoothness(grads)]), 1.0
-        )
+        both = _gradient_penalty(models, x, y, loss_fn, create_graph, lambda grads: torch.stack([similarity(grads), smoothness(grads)]), 1.0)
         return TRSTerms(both.penalty[0], both.penalty[1], both.logits, both.losses)
     _check_input(x)
     if not isinstance(x_smooth, Tensor) or x_smooth.shape != x.shape:
@@ -277,4 +275,3 @@ def _kept_buffers(models: Sequence[nn.Module] | nn.Module, *, keep: bool = True)
         with torch.no_grad():
             for buffer, value in zip(buffers, saved):
                 buffer.copy_(value)
-
