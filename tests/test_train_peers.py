@@ -5,7 +5,11 @@ exactly, a diverging peer stops cleanly, and the run's thread count is stored an
 from __future__ import annotations
 
 import json
+import os
+import re
 import runpy
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -151,3 +155,17 @@ def test_bad_peer_flags_are_refused_naming_the_flag(tmp_path, capsys, flags, nam
     with pytest.raises(SystemExit):
         run(tmp_path, "--methods", "trs", *flags)
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_two_ranks_train_identical_peer_members(tmp_path):
+    """Under torchrun the peers' passes bypass DDP's wrapper; the loop's own gradient averaging keeps the ranks' members equal."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--epochs", "1", "--max-batches", "2", "--width", "8", "--methods", "baseline,trs,dverge", "--robust-eps"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(EXAMPLES / "train.py")]
+    done = subprocess.run([*command, "--run-dir", str(tmp_path), *flags], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("baseline", "trs", "dverge"):
+        assert re.search(rf"{name}: all 2 ranks hold the same kept members \(sha256 [0-9a-f]{{64}}\)", done.stdout), name
+    assert "dverge: starting from this run's baseline" in done.stdout
