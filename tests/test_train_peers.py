@@ -185,3 +185,26 @@ def test_the_peer_cost_table_quotes_the_committed_benchmarks():
                 label = step if group["members"] == 3 else f"K=5: {step}"
                 line = rows.get(label) or rows["K=5: baseline / deg"]
                 assert ratio in line.split("|")[column], (name, label, ratio)
+
+
+def test_the_preliminary_smoke_table_quotes_the_committed_runs():
+    """docs/evaluation.md's preliminary TRS/DVERGE table: each mean ± std recomputed from the runs' committed results.json."""
+    root = Path(__file__).resolve().parents[1]
+    runs = sorted((root / "docs" / "digits-report" / "peers-smoke").glob("seed*/results.json"))
+    assert len(runs) >= 1
+    results = [json.loads(path.read_text())["methods"] for path in runs]
+    text = (root / "docs" / "evaluation.md").read_text()
+    section = text[text.index("## Preliminary: TRS and DVERGE") :]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]] for line in section.splitlines() if line.startswith("| ")}
+
+    def shown(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        if len(values) == 1:
+            return f"{mean:.2f}"
+        std = (sum((value - mean) ** 2 for value in values) / (len(values) - 1)) ** 0.5
+        return f"{mean:.2f} ± {std:.2f}"
+
+    for name in ("baseline", "trs", "dverge"):
+        clean = [100 * methods[name]["test_accuracy"] for methods in results]
+        robust = [[100 * methods[name]["robust_accuracy"][eps] for methods in results] for eps in ("0.05", "0.1")]
+        assert rows[name][:3] == [shown(clean), shown(robust[0]), shown(robust[1])], name
