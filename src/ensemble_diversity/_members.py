@@ -4,11 +4,13 @@
 
 - a sequence (or ``nn.ModuleList``) of K >= 2 modules, each run on its own;
 - an :class:`~ensemble_diversity.Ensemble` (PDD between bodies and heads in training mode);
-- an :class:`~ensemble_diversity.EnsembleMembers`, alone or inside ``DistributedDataParallel``,
-  ``nn.DataParallel`` or ``torch.compile``: every forward then goes through the outermost
-  wrapper, so DDP all-reduces the gradients and a compiled forward stays compiled;
-- an ``Ensemble`` inside ``torch.compile``: its members run eagerly (the compiled
-  ``Ensemble.forward`` averages probabilities, which a penalty cannot use).
+- an :class:`~ensemble_diversity.EnsembleMembers`, alone or inside ``DistributedDataParallel``
+  or ``nn.DataParallel``: every forward then goes through the outermost wrapper, so DDP
+  all-reduces the gradients;
+- any of these inside ``torch.compile``: the compiled wrapper is peeled off and the module
+  beneath runs eagerly, because torch.compile does not support the double backward that trains
+  on a gradient penalty (with ``create_graph=False`` a compiled ``EnsembleMembers`` beneath
+  DDP is called as is).
 
 An ``Ensemble`` inside DDP is refused with the fix: DDP syncs gradients only for a forward
 through itself, and calling the members past it would train each rank on its own.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +39,8 @@ class ResolvedMembers(NamedTuple):
     ensemble: Ensemble | None
     """The ``Ensemble`` when ``models`` is one (wrapped or not), else None."""
     call: nn.Module | None
-    """The outermost wrapper of an ``EnsembleMembers``, which every forward must go through; else None."""
+    """What to call for the members' outputs: the ``EnsembleMembers``, or the outermost wrapper around it that
+    every forward must go through (DDP); else None."""
 
     @property
     def num_members(self) -> int:
@@ -61,43 +64,54 @@ def _stacked(inputs: Tensor | Sequence[Tensor]) -> Tensor:
     return inputs if isinstance(inputs, Tensor) else torch.stack(list(inputs))
 
 
-def resolve_members(models: Sequence[nn.Module] | nn.Module, *, min_members: int = 2) -> ResolvedMembers:
+def resolve_members(models: Sequence[nn.Module] | nn.Module, *, min_members: int = 2, double_backward: bool = True) -> ResolvedMembers:
     """Resolve a penalty's ``models`` (see the module docstring); raise naming the fix otherwise.
 
     Args:
         models: a sequence of K modules, an ``Ensemble``, or an ``EnsembleMembers`` (wrapped in
             DDP, DataParallel or ``torch.compile`` as the caller likes).
         min_members: the smallest K accepted (2 for a pairwise penalty).
+        double_backward: whether the caller will differentiate the input gradients again
+            (``create_graph=True``). torch.compile cannot (its aot_autograd refuses double
+            backward), so ``torch.compile`` layers on the outside are peeled off (the module
+            beneath runs eagerly) and one beneath DDP, which cannot be peeled, is refused.
     """
-    wrappers: list[str] = []
+    chain: list[nn.Module] = []  # the wrappers, from the outside in
     inner: object = models
-    while True:
+    while isinstance(inner, nn.Module):
         if isinstance(inner, _DATA_PARALLEL):
-            wrappers.append(type(inner).__name__)
+            chain.append(inner)
             inner = inner.module
-        elif isinstance(inner, nn.Module) and isinstance(getattr(inner, "_orig_mod", None), nn.Module):
-            wrappers.append("torch.compile")  # torch.compile's OptimizedModule keeps the module as _orig_mod
-            inner = cast(nn.Module, inner._orig_mod)
+        elif _compiled(inner):
+            chain.append(inner)
+            inner = inner._orig_mod
         else:
             break
+    while chain and _compiled(chain[0]):
+        chain.pop(0)
+    if double_backward and any(_compiled(wrapper) for wrapper in chain):
+        raise TypeError(
+            f"Expected argument `models` without torch.compile inside {type(chain[0]).__name__}, because torch.compile "
+            "does not support the double backward that trains on a gradient penalty; wrap the uncompiled "
+            f"EnsembleMembers(ensemble) in {type(chain[0]).__name__}, or pass create_graph=False to only measure the penalty"
+        )
     if isinstance(inner, EnsembleMembers):
-        resolved = ResolvedMembers(list(inner.ensemble.members), inner.ensemble, cast(nn.Module, models))
+        resolved = ResolvedMembers(list(inner.ensemble.members), inner.ensemble, chain[0] if chain else inner)
     elif isinstance(inner, Ensemble):
-        parallel = [name for name in wrappers if name != "torch.compile"]
-        if parallel:
+        if chain:
+            name = type(chain[0]).__name__
             raise TypeError(
-                f"Expected argument `models` to be an EnsembleMembers inside {parallel[0]}, but got an Ensemble "
-                f"inside it: {parallel[0]} syncs gradients only for a forward through itself, and an Ensemble's "
-                f"forward averages probabilities, which a penalty cannot use; wrap EnsembleMembers(ensemble) "
-                f"instead: {parallel[0]}(EnsembleMembers(ensemble))"
+                f"Expected argument `models` to be an EnsembleMembers inside {name}, but got an Ensemble inside it: "
+                f"{name} syncs gradients only for a forward through itself, and an Ensemble's forward averages "
+                f"probabilities, which a penalty cannot use; wrap EnsembleMembers(ensemble) instead: "
+                f"{name}(EnsembleMembers(ensemble))"
             )
         resolved = ResolvedMembers(list(inner.members), inner, None)
     elif isinstance(inner, nn.Module) and not isinstance(inner, nn.ModuleList):
         raise TypeError(
             "Expected argument `models` to be a sequence of K >= 2 member modules, an Ensemble, or "
-            "EnsembleMembers(ensemble) (inside DistributedDataParallel or torch.compile for distributed or "
-            f"compiled training), but got a single {type(inner).__name__}"
-            + (f" inside {' inside '.join(wrappers)}" if wrappers else "")
+            "EnsembleMembers(ensemble) (inside DistributedDataParallel for distributed training), but got a single "
+            f"{type(inner).__name__}" + "".join(f" inside {type(wrapper).__name__}" for wrapper in reversed(chain))
         )
     elif isinstance(inner, (Sequence, nn.ModuleList)):
         members = list(inner)
@@ -116,6 +130,11 @@ def resolve_members(models: Sequence[nn.Module] | nn.Module, *, min_members: int
             f"but got {resolved.num_members}"
         )
     return resolved
+
+
+def _compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is ``torch.compile``'s wrapper (an ``OptimizedModule``, which keeps the module as ``_orig_mod``)."""
+    return isinstance(module.__dict__.get("_modules", {}).get("_orig_mod"), nn.Module)
 
 
 def warn_if_not_training(resolved: ResolvedMembers, caller: str) -> None:

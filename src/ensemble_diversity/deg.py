@@ -232,8 +232,9 @@ def deg_penalty(
             (for ``DistributedDataParallel`` or ``torch.compile``) an
             :class:`~ensemble_diversity.EnsembleMembers` of it inside the wrapper: every forward
             then goes through the wrapper, so DDP all-reduces the gradients. An ``Ensemble``
-            inside DDP is refused (its gradients would not be synced); one inside
-            ``torch.compile`` runs eagerly. The same module twice is refused.
+            inside DDP is refused (its gradients would not be synced). A ``torch.compile``
+            wrapper is peeled off and the module beneath runs eagerly: torch.compile does not
+            support double backward. The same module twice is refused.
         x: ``[B, ...]`` (batch, input dimensions), floating. It is never modified and its
             ``requires_grad`` flag is left as it was: if it does not require grad, a detached
             copy that does is differentiated instead; if it does (e.g. it is itself the output
@@ -292,7 +293,7 @@ def _gradient_penalty(
     """Forward each member once, take its input gradient on the penalised samples, and reduce
     the ``[K, n, ...]`` gradients to a scalar with ``reduce_pairs`` (eq. 3 for DEG, log-sum-exp
     for GAL)."""
-    members = resolve_members(models)
+    members = resolve_members(models, double_backward=create_graph)
     _check_input(x)
     check_batch_axis(members.modules[:1], x)
     if create_graph:
