@@ -7,14 +7,15 @@
 - :func:`adp_regularizer`, :func:`gal_penalty`: peer baselines (Pang et al. 2019; Kariyappa and
   Qureshi 2019).
 - :class:`Ensemble`, :func:`ensemble_cross_entropy`: the ensemble (PDD between any K
-  classifiers' bodies and heads) and its loss (eq. 1).
+  classifiers' bodies and heads) and its loss (eq. 1); :class:`EnsembleMembers`, its members'
+  forward as the module to wrap in DistributedDataParallel or ``torch.compile``.
 - :class:`VectorizedMembers`: K members of one architecture run as one ``torch.func.vmap`` call.
 """
 
 from ._checks import NonFiniteError
 from .adp import ADPRegularizer, adp_regularizer
 from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients, member_inputs
-from .ensemble import Ensemble, MemberOutputs
+from .ensemble import Ensemble, EnsembleMembers, MemberOutputs
 from .ensemble_loss import ensemble_cross_entropy
 from .gal import gal_penalty, gradient_alignment_loss
 from .metrics import ambiguity_entropy, discrimination_score, gradient_angles
@@ -24,6 +25,7 @@ from .vectorized import VectorizedMembers
 __all__ = [
     "ADPRegularizer",
     "Ensemble",
+    "EnsembleMembers",
     "GradientPenalty",
     "MemberOutputs",
     "NonFiniteError",
