@@ -9,8 +9,11 @@
 - :class:`Ensemble`, :func:`ensemble_cross_entropy`: the ensemble (PDD between any K
   classifiers' bodies and heads) and its loss (eq. 1).
 - :class:`VectorizedMembers`: K members of one architecture run as one ``torch.func.vmap`` call.
+- :mod:`~ensemble_diversity.attacks`: how robust is the ensemble? Ensemble-aware attacks and
+  the worst case over them (:func:`~ensemble_diversity.attacks.evaluate_robustness`).
 """
 
+from . import attacks
 from ._checks import NonFiniteError
 from .adp import ADPRegularizer, adp_regularizer
 from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients, member_inputs
@@ -32,6 +35,7 @@ __all__ = [
     "VectorizedMembers",
     "adp_regularizer",
     "ambiguity_entropy",
+    "attacks",
     "default_num_intervals",
     "deg_penalty",
     "discrimination_score",
