@@ -45,9 +45,10 @@ MORA_TEMPERATURE = 0.2
 def mora_loss(logits: Tensor, labels: Tensor, *, scale: float, temperature: float = MORA_TEMPERATURE) -> Tensor:
     """``[B]``: cross-entropy of the mix ``m`` above of the members' logits ``[K, B, L]``.
 
-    Example: neither member predicts class 0, their averaged probabilities do (0.45 against
-    0.27 twice); the members' part of the objective still has a gradient.
+    Where neither member predicts the label but their averaged probabilities do (here class 0:
+    0.45 against 0.27 twice), every member counts, and the objective still has a gradient.
 
+    Example:
         >>> logits = torch.tensor([[[2.0, 2.2, -5.0]], [[2.0, -5.0, 2.2]]], requires_grad=True)
         >>> loss = mora_loss(logits, torch.tensor([0]), scale=1.0)
         >>> bool(torch.autograd.grad(loss.sum(), logits)[0].abs().sum() > 0)
