@@ -19,7 +19,7 @@ pytest.importorskip("matplotlib")
 
 from huang2021.data.splits import Split, digits_splits
 from huang2021.evaluation import robustness
-from huang2021.evaluation.attacks import STRONG_ATTACKS, AttackSettings, craft, ensemble_classifier
+from huang2021.evaluation.attacks import STRONG_ATTACKS, AttackSettings, craft
 from huang2021.evaluation.clean import correct_on
 from huang2021.evaluation.report import REPORT
 from huang2021.evaluation.results import robust_result
@@ -102,9 +102,8 @@ def test_every_attack_lowers_the_accuracy_of_an_undefended_ensemble(run_dir, att
     images, labels = test.images[:16], test.labels[:16]
     strong = attack == "autoattack"
     settings = AttackSettings(steps=10, jsma_theta=1.0, cw_steps=10, cw_lr=0.1, cw_search_steps=1, strong_steps=10, strong_restarts=1, square_queries=10)
-    classifier = ensemble_classifier(members, "logits" if strong else "probabilities", (1, 8, 8), torch.device("cpu"))
     np.random.seed(0)
-    adversarial = craft(attack, parameter, classifier, images.numpy(), labels.numpy() if strong else None, settings, norm=norm)
+    adversarial = craft(attack, parameter, members, images.numpy(), labels.numpy() if strong else None, settings, norm=norm, device=torch.device("cpu"))
 
     assert adversarial.shape == images.shape and adversarial.min() >= 0.0 and adversarial.max() <= 1.0
     delta = (adversarial - images.numpy()).reshape(len(images), -1)
@@ -150,7 +149,8 @@ def test_every_attack_and_report_section_is_written(evaluated):
     assert f"transfer-II/jsma/0/0.1/pdd (authors' scaling)/{surrogate}:pdd/seed-0" in results
     assert results["paper/pgd/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
     assert results["paper/pgd/inf/0.2/baseline/seed-0"]["labels"] == "model predictions"
-    assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["model_output"] == "averaged logits"
+    assert results["strong/pgd-strong/inf/0.2/baseline/seed-0"]["model_output"] == "averaged logits"
+    assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
     assert results["strong/pgd-probs/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
     assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["labels"] == "true labels"
 

@@ -70,7 +70,10 @@ def mora_loss(logits: Tensor, labels: Tensor, *, scale: float, temperature: floa
     unit margin); ``z_k`` member k's logits and ``s`` the largest member gap / 10, at least 1 (so
     one overconfident member cannot dominate); the weights ``w_k`` count only the members that
     still predict the label (breaking the others helps nothing) and favour those most sure of it,
-    ``softmax(temperature * z_k)[label]``: the members that hold the ensemble's decision up. The
+    ``softmax(temperature * z_k)[label]``: the members that hold the ensemble's decision up.
+    Where no member predicts the label (the averaged probabilities can still pick it: members'
+    logits [2, 2.5, 0] and [2, 0, 2.5], label 0), every member is weighted so, rather than none,
+    which would leave the constant loss log L and no gradient at scale 1. The
     weights and both normalisers are constants of the step (detached), as in MORA's code. Ours
     differs from lafeat/mora in the weight formula (theirs also involves the runner-up class) and
     the step rule (:func:`ensemble_pgd`'s, not their momentum with a cosine step schedule).
@@ -81,7 +84,7 @@ def mora_loss(logits: Tensor, labels: Tensor, *, scale: float, temperature: floa
         spread = ((top2[..., 0] - top2[..., 1]).amax(dim=0) / 10).clamp_min(1.0)  # [B]
         still_right = logits.argmax(dim=-1) == labels  # [K, B]
         confidence = torch.softmax(temperature * logits, dim=-1).gather(-1, labels.expand(members, -1).unsqueeze(-1)).squeeze(-1)
-        weights = confidence * still_right
+        weights = torch.where(still_right.any(dim=0), confidence * still_right, confidence)
         weights = weights / (weights.sum(dim=0) + 1e-8)
     ensemble = log_averaged_probabilities(logits)
     with torch.no_grad():

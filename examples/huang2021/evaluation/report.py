@@ -366,7 +366,8 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
         "mora": f"a MORA-style attack on the members with per-member reweighting, 5 mixing scales x {steps} steps",
         "autoattack": (
             f"AutoAttack (APGD-CE, then APGD-T with the DLR loss at the {flags['autoattack_targets']} classes with the "
-            f"next-highest clean logits, then Square with {flags['square_queries']} queries; no FAB-T, which ART lacks) on the averaged logits"
+            f"next-highest clean logits, then Square with {flags['square_queries']} queries; no FAB-T, which ART lacks) on the log of the "
+            "averaged probabilities (the ensemble's logits: every stage judges an image by the ensemble's decision)"
         ),
     }
     present = [attack for attack in _strong_attacks(results) if attack in described]
