@@ -123,3 +123,13 @@ def test_averaged_probabilities_loss_stays_finite_where_a_probability_underflows
     torch.testing.assert_close(loss.detach(), torch.tensor([2e4]))
     assert torch.isfinite(torch.autograd.grad(loss.sum(), logits)[0]).all()
     assert F.softmax(logits, dim=-1).mean(dim=0)[0, 1] == 0  # where the naive log would be -inf
+
+
+@pytest.mark.parametrize("scale", MORA_SCALES)
+def test_mora_stays_finite_where_every_members_confidence_in_the_label_underflows(scale):
+    """Saturated members (logits ~1e6), none predicting the label: the weights are a softmax of log confidences, not 0 / 0."""
+    logits = 1e6 * torch.tensor([[[2.0, 2.2, -5.0]], [[2.0, -5.0, 2.2]]])
+    logits.requires_grad_(True)
+    loss = mora_loss(logits, torch.tensor([0]), scale=scale)
+    (gradient,) = torch.autograd.grad(loss.sum(), logits)
+    assert torch.isfinite(loss).all() and torch.isfinite(gradient).all()

@@ -25,6 +25,7 @@ APGD-like momentum with a cosine step schedule), and MORA's final targeted pass 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -61,9 +62,9 @@ def mora_loss(logits: Tensor, labels: Tensor, *, scale: float, temperature: floa
         still_right = logits.argmax(dim=-1) == labels  # [K, B]
         # No member right: every member counts (else the weights, and the gradient, would vanish).
         counted = still_right | ~still_right.any(dim=0)
-        confidence = torch.softmax(temperature * logits, dim=-1).gather(-1, labels.expand(members, -1).unsqueeze(-1)).squeeze(-1)
-        weights = confidence * counted
-        weights = weights / weights.sum(dim=0)
+        log_confidence = torch.log_softmax(temperature * logits, dim=-1).gather(-1, labels.expand(members, -1).unsqueeze(-1)).squeeze(-1)
+        # w_k / sum_k w_k as a softmax over the members of log w_k: no 0 / 0 where every confidence underflows.
+        weights = torch.softmax(log_confidence.masked_fill(~counted, -math.inf), dim=0)  # [K, B]
     ensemble = log_averaged_probabilities(logits)
     with torch.no_grad():
         top2 = ensemble.topk(2, dim=-1).values
