@@ -12,8 +12,11 @@
   classifiers' bodies and heads) and its loss (eq. 1); :class:`EnsembleMembers`, its members'
   forward as the module to wrap in DistributedDataParallel or ``torch.compile``.
 - :class:`VectorizedMembers`: K members of one architecture run as one ``torch.func.vmap`` call.
+- :mod:`~ensemble_diversity.attacks`: how robust is the ensemble? Ensemble-aware attacks and
+  the worst case over them (:func:`~ensemble_diversity.attacks.evaluate_robustness`).
 """
 
+from . import attacks
 from ._checks import NonFiniteError
 from .adp import ADPRegularizer, adp_regularizer
 from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients, member_inputs
@@ -40,6 +43,7 @@ __all__ = [
     "VectorizedMembers",
     "adp_regularizer",
     "ambiguity_entropy",
+    "attacks",
     "default_num_intervals",
     "deg_penalty",
     "discrimination_score",
