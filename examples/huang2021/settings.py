@@ -55,6 +55,9 @@ DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "adp_alpha": 2.0,  # ADP_{2,0.5}: ADP's MNIST and CIFAR-10 setting (its README's commands)
         "adp_beta": 0.5,
         "gal_lambda": 0.5,  # GAL: --coeff 0.5 of the TRS repository's train_gal.py (its MNIST runs)
+        # Not here yet: TRS's and DVERGE's (added with the methods; the TRS repository's training
+        # scripts have MNIST defaults for both), and adversarial training's: ADP has no MNIST
+        # adversarial training, so the advt-* flags keep its CIFAR-10 defaults.
         # The paper protocol as ADP's MNIST table (Table 2) runs it; cleverhans with the
         # ensemble's predicted labels, as the harness's paper protocol. Confirmed from ADP's code:
         # BIM and PGD 10 iterations of eps/10 (test_mnist_iterative.py); C&W 1,000 iterations,
