@@ -14,7 +14,9 @@ gives ``--lr`` (``type=float``, ``default=0.02``, help "learning rate (default: 
 section "optimisation", the docstring's first line) and refuses ``--lr 0`` with "Expected --lr
 to be > 0, but got 0.0". A class's ``flag_prefix`` (e.g. ``"advt_"``) is put before its fields'
 names on the command line and in ``config.json``. A class whose fields are such classes (a
-*config*, e.g. ``TrainingConfig``) stands for all of their flags.
+*config*, e.g. ``TrainingConfig``) stands for all of their flags. A flag's defaults by data set
+are its ``per_dataset``, or, for a data set that states all of its defaults in one place
+(``mnist5k``), :data:`DATASET_DEFAULTS`.
 """
 
 from __future__ import annotations
