@@ -199,6 +199,8 @@ def test_the_training_defaults_are_the_stated_ones():
     assert config.robustness.robust_eps == (0.1, 0.15)
     assert (config.pdd.alpha, config.pdd.beta, config.weights.deg_lambda) == (0.9, 0.1, 0.01)
     assert (config.weights.adp_alpha, config.weights.adp_beta, config.weights.gal_lambda) == (2.0, 0.5, 0.5)
+    peers = config.peers
+    assert (peers.trs_similarity, peers.trs_smoothness, peers.trs_eps, peers.dverge_eps) == (10.0, 2.5, (0.1, 0.2), 0.35)
     # a flag given on the command line wins over the data set's default
     assert resolved(TrainingConfig, "mnist5k", ("--robust-eps", "0.3")).robustness.robust_eps == (0.3,)
 
