@@ -1,0 +1,75 @@
+"""Issue 20: PDD's ``rescale_floor``, a floor on the keep rate that inverted dropout divides by."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ensemble_diversity import PriorityDiversifiedDropout
+
+
+def features(seed: int = 0, shape: tuple[int, int, int] = (3, 16, 64)) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(*shape, generator=generator)) + 0.01  # no zero unit: every ratio is defined
+
+
+def test_floor_zero_is_the_default_bit_for_bit():
+    x = features()
+    torch.manual_seed(7)
+    default = PriorityDiversifiedDropout(3)(x)
+    torch.manual_seed(7)
+    floored = PriorityDiversifiedDropout(3, rescale_floor=0.0)(x)
+    assert torch.equal(default, floored)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), floor=st.floats(0.01, 1.0), beta=st.floats(0.05, 1.0))
+def test_each_kept_unit_is_divided_by_the_larger_of_its_keep_rate_and_the_floor(seed, floor, beta):
+    """Hand-written reference: the same Bernoulli draw, then x * mask / max(p, floor)."""
+    x = features(seed)
+    pdd = PriorityDiversifiedDropout(3, beta=beta, rescale_floor=floor)
+    rates = pdd.keep_probabilities(x)
+    torch.manual_seed(seed)
+    out = pdd(x)
+    torch.manual_seed(seed)
+    mask = torch.bernoulli(rates)
+    expected = torch.where(mask > 0, x / torch.maximum(rates, torch.tensor(floor)), torch.zeros_like(x))
+    torch.testing.assert_close(out, expected)
+    assert float((out / x).max()) <= 1.0 / floor + 1e-5  # the amplification is capped
+
+
+def test_the_floor_shrinks_the_expectation_only_below_it():
+    """Mean over many draws: x where p >= floor, x * p / floor where p < floor."""
+    x = features(1, (3, 4, 32))
+    floor = 0.08
+    pdd = PriorityDiversifiedDropout(3, rescale_floor=floor)
+    rates = pdd.keep_probabilities(x)
+    assert bool((rates < floor).any()) and bool((rates >= floor).any())
+    torch.manual_seed(0)
+    mean = torch.stack([pdd(x) for _ in range(4000)]).mean(0)
+    expected = x * torch.where(rates >= floor, torch.ones_like(rates), rates / floor)
+    # 4000 draws: the sd of a unit's mean is x * sqrt((1 - p) / p) / sqrt(4000) <= 0.06 x for p >= 0.03
+    reliable = rates >= 0.03
+    torch.testing.assert_close(mean[reliable], expected[reliable], rtol=0.25, atol=0.0)
+
+
+def test_bad_floors_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match=r"`rescale_floor` to be a number in \[0, 1\], but got 1\.5"):
+        PriorityDiversifiedDropout(3, rescale_floor=1.5)
+    with pytest.raises(ValueError, match=r"`rescale_floor` to be 0 when rescale=False"):
+        PriorityDiversifiedDropout(3, rescale=False, rescale_floor=0.1)
+
+
+def test_the_floor_is_part_of_the_saved_settings_and_old_states_still_load():
+    floored = PriorityDiversifiedDropout(3, rescale_floor=0.1)
+    assert "rescale_floor=0.1" in repr(floored)
+    assert "rescale_floor" not in repr(PriorityDiversifiedDropout(3))
+    with pytest.raises(ValueError, match=r"rescale_floor: module has 0\.0, state has 0\.1"):
+        PriorityDiversifiedDropout(3).load_state_dict(floored.state_dict())
+    with pytest.raises(ValueError, match=r"rescale_floor: module has 0\.1, state has 0\.0"):
+        PriorityDiversifiedDropout(3, rescale_floor=0.1).load_state_dict(PriorityDiversifiedDropout(3).state_dict())
+    # A state saved without the option (as every state before it) loads into a default PDD.
+    PriorityDiversifiedDropout(3).load_state_dict(PriorityDiversifiedDropout(3).state_dict())
+    PriorityDiversifiedDropout(3, rescale_floor=0.1).load_state_dict(floored.state_dict())
