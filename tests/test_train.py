@@ -65,8 +65,8 @@ def record_steps(monkeypatch) -> list[tuple[str, bool, float, int]]:
     objective = loop.training_objective
     names = {method: name for name, method in METHODS.items()}
 
-    def recorded(method, model, images, labels, weights, adversarial=None, *, with_penalty=True):
-        result = objective(method, model, images, labels, weights, adversarial, with_penalty=with_penalty)
+    def recorded(method, model, images, labels, weights, adversarial=None, *, with_penalty=True, **peer):
+        result = objective(method, model, images, labels, weights, adversarial, with_penalty=with_penalty, **peer)
         steps.append((names[method], with_penalty, result.penalty.item(), len(labels)))
         return result
 
