@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -73,3 +76,49 @@ def test_the_floor_is_part_of_the_saved_settings_and_old_states_still_load():
     # A state saved without the option (as every state before it) loads into a default PDD.
     PriorityDiversifiedDropout(3).load_state_dict(PriorityDiversifiedDropout(3).state_dict())
     PriorityDiversifiedDropout(3, rescale_floor=0.1).load_state_dict(floored.state_dict())
+
+
+# --- docs/method.md's numbers, recomputed from the committed result files ---------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def method_text() -> str:
+    return " ".join((ROOT / "docs" / "method.md").read_text().split())
+
+
+def test_the_keep_rate_table_in_method_md_is_the_committed_measurement():
+    rows = json.loads((ROOT / "benchmarks" / "results" / "pdd_keep_rates.json").read_text())["rows"]
+    text = method_text()
+    for step in ("0", "10", "50", "150"):
+        row = rows[step]
+        every, outside = row["factor_all_units"], row["factor_outside_priority"]
+        ce = row["ce_through_pdd_by_floor"]
+        eval_ce = row["ce_without_pdd_eval"]
+        line = (
+            f"| {step} | {every['q50']:.1f} / {every['q90']:.1f} / {every['q99']:.1f} / {every['q100']:.1f} | "
+            f"{outside['q50']:.1f} / {outside['q100']:.1f} | {100 * row['share_units_outside_priority']:.0f} % | "
+            f"{100 * row['share_mass_factor_ge_10']:.0f} % | "
+            f"{eval_ce:.{1 if eval_ce >= 10 else 2}f} / {ce['0.0']:.2f} / {ce['0.1']:.2f} |"
+        )
+        assert line in text, line
+        assert row["share_units_factor_ge_100"] == 0.0 and row["share_units_rate_0"] == 0.0  # "no unit reached 100, none had rate 0"
+
+
+def test_the_floor_comparison_table_in_method_md_is_the_committed_comparison():
+    methods = json.loads((ROOT / "benchmarks" / "results" / "pdd_rescale_floor.json").read_text())["methods"]
+    text = method_text()
+    names = {"test_accuracy": "clean %", "pgd50_eps0.05": "PGD-50 eps 0.05", "pgd50_eps0.1": "PGD-50 eps 0.1"}
+    for method, columns in methods.items():
+        for column, cell in columns.items():
+            (a, sa), (b, sb) = cell["baseline_mean_sd"], cell["other_mean_sd"]
+            # recomputed here from the per-seed values, not read from the summary
+            assert a == pytest.approx(sum(cell["baseline"]) / 3) and b == pytest.approx(sum(cell["other"]) / 3)
+            differences = [y - x for x, y in zip(cell["baseline"], cell["other"])]
+            per_seed = ", ".join(f"{d:+.2f}" for d in differences)
+            line = (
+                f"| {method} | {names[column]} | {a:.2f} +- {sa:.2f} | {b:.2f} +- {sb:.2f} | "
+                f"{sum(differences) / 3:+.2f} ({per_seed}) |"
+            )
+            assert line in text, line
+            assert max(abs(d) for d in differences) <= 2.3  # "every paired difference is within 2.3 points"
