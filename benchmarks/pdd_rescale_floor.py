@@ -7,8 +7,8 @@
 Every argument after ``--`` goes to ``train.py`` unchanged; the PDD it builds for the PDD methods
 gets ``rescale_floor`` (``train.py`` has no flag for it). ``--rescale-floor 0`` is ``train.py``
 itself. Give ``train.py`` a ``--run-dir``: the floor is written to ``rescale_floor.json`` there,
-beside the run's own files. ``--compare A... --against B...`` reads the runs' ``results.json`` (seed i of A paired
-with seed i of B) and prints, per method, the means and sample standard deviations over seeds of
+beside the run's own files. ``--compare A... --against B...`` reads any two sets of runs' ``results.json`` (seed i
+of A paired with seed i of B; the PDD weight sweep in README.md uses it too) and prints, per method, the means and sample standard deviations over seeds of
 clean and PGD-50 accuracy and the mean paired difference B - A with its range. ``docs/method.md`` ("How much PDD's rescaling amplifies") reports the comparison.
 """
 
@@ -43,17 +43,22 @@ def compare(baseline: list[Path], other: list[Path]) -> dict[str, Any]:
             table[method][column] = {
                 "baseline": a,
                 "other": b,
-                "baseline_mean_sd": [statistics.mean(a), statistics.stdev(a)],
-                "other_mean_sd": [statistics.mean(b), statistics.stdev(b)],
+                "baseline_mean_sd": [statistics.mean(a), _sd(a)],
+                "other_mean_sd": [statistics.mean(b), _sd(b)],
                 "paired_differences": differences,
                 "mean_difference": statistics.mean(differences),
             }
             print(
-                f"{method:8} {column:16} {statistics.mean(a):6.2f} +- {statistics.stdev(a):4.2f}  ->  "
-                f"{statistics.mean(b):6.2f} +- {statistics.stdev(b):4.2f}   paired {statistics.mean(differences):+5.2f} "
+                f"{method:8} {column:16} {statistics.mean(a):6.2f} +- {_sd(a) or 0:4.2f}  ->  "
+                f"{statistics.mean(b):6.2f} +- {_sd(b) or 0:4.2f}   paired {statistics.mean(differences):+5.2f} "
                 f"(per seed {', '.join(f'{d:+.2f}' for d in differences)})"
             )
     return {"baseline": [str(run) for run in baseline], "other": [str(run) for run in other], "methods": table}
+
+
+def _sd(values: list[float]) -> float | None:
+    """Sample standard deviation; None for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
