@@ -9,7 +9,8 @@ gets ``rescale_floor`` (``train.py`` has no flag for it). ``--rescale-floor 0`` 
 itself. Give ``train.py`` a ``--run-dir``: the floor is written to ``rescale_floor.json`` there,
 beside the run's own files. ``--compare A... --against B...`` reads any two sets of runs' ``results.json`` (seed i
 of A paired with seed i of B; the PDD weight sweep in README.md uses it too) and prints, per method, the means and sample standard deviations over seeds of
-clean and PGD-50 accuracy and the mean paired difference B - A with its range. ``docs/method.md`` ("How much PDD's rescaling amplifies") reports the comparison.
+clean and PGD-50 accuracy and of the gradient angle, and the mean paired difference B - A with
+each seed's. ``docs/method.md`` ("How much PDD's rescaling amplifies") reports the comparison.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ def compare(baseline: list[Path], other: list[Path]) -> dict[str, Any]:
     runs = [[json.loads((run / "results.json").read_text())["methods"] for run in side] for side in (baseline, other)]
     table: dict[str, Any] = {}
     for method in runs[0][0]:
-        columns = {"test_accuracy": lambda r: r["test_accuracy"]}
+        # Accuracies in %; the gradient angle (Fig. 3) in degrees, over the test images every
+        # method of that run classifies correctly.
+        columns = {"test_accuracy": lambda r: 100 * r["test_accuracy"]}
         for eps in runs[0][0][method].get("robust_accuracy", {}):
-            columns[f"pgd50_eps{eps}"] = lambda r, eps=eps: r["robust_accuracy"][eps]
+            columns[f"pgd50_eps{eps}"] = lambda r, eps=eps: 100 * r["robust_accuracy"][eps]
+        columns["angle_degrees"] = lambda r: r["gradient_angle_degrees"]
         table[method] = {}
         for column, read in columns.items():
-            a = [100 * read(seed[method]) for seed in runs[0]]
-            b = [100 * read(seed[method]) for seed in runs[1]]
+            a = [read(seed[method]) for seed in runs[0]]
+            b = [read(seed[method]) for seed in runs[1]]
             differences = [y - x for x, y in zip(a, b)]
             table[method][column] = {
                 "baseline": a,

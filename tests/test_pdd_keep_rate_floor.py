@@ -111,6 +111,8 @@ def test_the_floor_comparison_table_in_method_md_is_the_committed_comparison():
     names = {"test_accuracy": "clean %", "pgd50_eps0.05": "PGD-50 eps 0.05", "pgd50_eps0.1": "PGD-50 eps 0.1"}
     for method, columns in methods.items():
         for column, cell in columns.items():
+            if column not in names:  # the gradient angle, not quoted there
+                continue
             (a, sa), (b, sb) = cell["baseline_mean_sd"], cell["other_mean_sd"]
             # recomputed here from the per-seed values, not read from the summary
             assert a == pytest.approx(sum(cell["baseline"]) / 3) and b == pytest.approx(sum(cell["other"]) / 3)
@@ -122,3 +124,11 @@ def test_the_floor_comparison_table_in_method_md_is_the_committed_comparison():
             )
             assert line in text, line
             assert max(abs(d) for d in differences) <= 2.3  # "every paired difference is within 2.3 points"
+    pdd, both = methods["pdd"]["angle_degrees"], methods["pdd+deg"]["angle_degrees"]
+    assert min(pdd["paired_differences"] + both["paired_differences"]) > 0  # "rose in every seed"
+    quoted = (
+        f"from {pdd['baseline_mean_sd'][0]:.2f} to {pdd['other_mean_sd'][0]:.2f} degrees for PDD and from "
+        f"{both['baseline_mean_sd'][0]:.2f} to {both['other_mean_sd'][0]:.2f} for PDD+DEG (paired "
+        f"{pdd['mean_difference']:+.2f} and {both['mean_difference']:+.2f})"
+    )
+    assert quoted in text, quoted
