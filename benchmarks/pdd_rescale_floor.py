@@ -32,7 +32,7 @@ def compare(baseline: list[Path], other: list[Path]) -> dict[str, Any]:
     """Per method and column: mean and sd over seeds of each side, and the paired differences other - baseline (points)."""
     runs = [[json.loads((run / "results.json").read_text())["methods"] for run in side] for side in (baseline, other)]
     table: dict[str, Any] = {}
-    for method in runs[0][0]:
+    for method in [name for name in runs[0][0] if name in runs[1][0]]:  # the methods both sides trained
         # Accuracies in %; the gradient angle (Fig. 3) in degrees, over the test images every
         # method of that run classifies correctly.
         columns = {"test_accuracy": lambda r: 100 * r["test_accuracy"]}

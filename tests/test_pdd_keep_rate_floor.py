@@ -132,3 +132,20 @@ def test_the_floor_comparison_table_in_method_md_is_the_committed_comparison():
         f"{pdd['mean_difference']:+.2f} and {both['mean_difference']:+.2f})"
     )
     assert quoted in text, quoted
+
+
+def test_the_weight_sweep_table_in_the_readme_is_the_committed_comparisons():
+    text = " ".join((ROOT / "README.md").read_text().split())
+    rows = {"lambda 0.1": ("lambda0.1", "0, 1, 2"), "lambda 1": ("lambda1", "0"), "beta 0.3": ("beta0.3", "0"), "alpha 0.5": ("alpha0.5", "0")}
+    for change, (name, seeds) in rows.items():
+        cells = json.loads((ROOT / "benchmarks" / "results" / f"digits_sweep-{name}.json").read_text())["methods"]["pdd+deg"]
+        shown = []
+        for column in ("test_accuracy", "pgd50_eps0.05", "pgd50_eps0.1", "angle_degrees"):
+            differences = [b - a for a, b in zip(cells[column]["baseline"], cells[column]["other"])]
+            mean = f"{sum(differences) / len(differences):+.2f}"
+            if change == "lambda 0.1" and column == "pgd50_eps0.1":
+                mean += " (" + ", ".join(f"{d:+.2f}" for d in differences) + ")"
+                assert min(differences) > 7.0  # "7 to 8 points at eps 0.1 in every seed"
+            shown.append(mean)
+        line = f"| {change} | {seeds} | " + " | ".join(shown) + " |"
+        assert line in text, line
