@@ -419,18 +419,6 @@ def _check_differentiable_input(inputs: Tensor, inputs_name: str) -> None:
         )
 
 
-def _member_list(models: Sequence[nn.Module]) -> list[nn.Module]:
-    """The K >= 2 members of a plain sequence ``models``, for callers that handle an ``Ensemble``
-    themselves (trs.py); :func:`~ensemble_diversity._members.resolve_members` is the full resolution."""
-    resolved = resolve_members(models)
-    if resolved.ensemble is not None:
-        raise TypeError(
-            "Expected argument `models` to be a sequence of K >= 2 member modules or an Ensemble, but got "
-            f"{type(models).__name__} holding an Ensemble; pass the Ensemble itself"
-        )
-    return resolved.modules
-
-
 def _check_class_index_labels(y: Tensor, x: Tensor) -> None:
     """Name the slips the default cross-entropy's own errors misattribute: float class indices
     (``y.long()``) and a single sample without its batch axis (``x.unsqueeze(0)``)."""
