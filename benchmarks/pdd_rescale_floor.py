@@ -7,9 +7,10 @@
 Every argument after ``--`` goes to ``train.py`` unchanged; the PDD it builds for the PDD methods
 gets ``rescale_floor`` (``train.py`` has no flag for it). ``--rescale-floor 0`` is ``train.py``
 itself. Give ``train.py`` a ``--run-dir``: the floor is written to ``rescale_floor.json`` there,
-beside the run's own files. ``--compare A... --against B...`` reads the runs' ``results.json`` (seed i of A paired
-with seed i of B) and prints, per method, the means and sample standard deviations over seeds of
-clean and PGD-50 accuracy and the mean paired difference B - A with its range. ``docs/method.md`` ("How much PDD's rescaling amplifies") reports the comparison.
+beside the run's own files. ``--compare A... --against B...`` reads any two sets of runs' ``results.json`` (seed i
+of A paired with seed i of B; the PDD weight sweep in README.md uses it too) and prints, per method, the means and sample standard deviations over seeds of
+clean and PGD-50 accuracy and of the gradient angle, and the mean paired difference B - A with
+each seed's. ``docs/method.md`` ("How much PDD's rescaling amplifies") reports the comparison.
 """
 
 from __future__ import annotations
@@ -31,29 +32,37 @@ def compare(baseline: list[Path], other: list[Path]) -> dict[str, Any]:
     """Per method and column: mean and sd over seeds of each side, and the paired differences other - baseline (points)."""
     runs = [[json.loads((run / "results.json").read_text())["methods"] for run in side] for side in (baseline, other)]
     table: dict[str, Any] = {}
-    for method in runs[0][0]:
-        columns = {"test_accuracy": lambda r: r["test_accuracy"]}
+    for method in [name for name in runs[0][0] if name in runs[1][0]]:  # the methods both sides trained
+        # Accuracies in %; the gradient angle (Fig. 3) in degrees, over the test images every
+        # method of that run classifies correctly.
+        columns = {"test_accuracy": lambda r: 100 * r["test_accuracy"]}
         for eps in runs[0][0][method].get("robust_accuracy", {}):
-            columns[f"pgd50_eps{eps}"] = lambda r, eps=eps: r["robust_accuracy"][eps]
+            columns[f"pgd50_eps{eps}"] = lambda r, eps=eps: 100 * r["robust_accuracy"][eps]
+        columns["angle_degrees"] = lambda r: r["gradient_angle_degrees"]
         table[method] = {}
         for column, read in columns.items():
-            a = [100 * read(seed[method]) for seed in runs[0]]
-            b = [100 * read(seed[method]) for seed in runs[1]]
+            a = [read(seed[method]) for seed in runs[0]]
+            b = [read(seed[method]) for seed in runs[1]]
             differences = [y - x for x, y in zip(a, b)]
             table[method][column] = {
                 "baseline": a,
                 "other": b,
-                "baseline_mean_sd": [statistics.mean(a), statistics.stdev(a)],
-                "other_mean_sd": [statistics.mean(b), statistics.stdev(b)],
+                "baseline_mean_sd": [statistics.mean(a), _sd(a)],
+                "other_mean_sd": [statistics.mean(b), _sd(b)],
                 "paired_differences": differences,
                 "mean_difference": statistics.mean(differences),
             }
             print(
-                f"{method:8} {column:16} {statistics.mean(a):6.2f} +- {statistics.stdev(a):4.2f}  ->  "
-                f"{statistics.mean(b):6.2f} +- {statistics.stdev(b):4.2f}   paired {statistics.mean(differences):+5.2f} "
+                f"{method:8} {column:16} {statistics.mean(a):6.2f} +- {_sd(a) or 0:4.2f}  ->  "
+                f"{statistics.mean(b):6.2f} +- {_sd(b) or 0:4.2f}   paired {statistics.mean(differences):+5.2f} "
                 f"(per seed {', '.join(f'{d:+.2f}' for d in differences)})"
             )
     return {"baseline": [str(run) for run in baseline], "other": [str(run) for run in other], "methods": table}
+
+
+def _sd(values: list[float]) -> float | None:
+    """Sample standard deviation; None for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:

@@ -341,3 +341,21 @@ def test_a_missing_batch_axis_is_named_not_blamed_on_y():
     # A batch of 6 with 5 labels names the batch, and an unbatched x as one possibility.
     with pytest.raises(ValueError, match=r"one label per sample of `x` \(B = x\.shape\[0\] = 6\)"):
         deg_penalty(convs, x, y[:5])
+
+
+# --- examples/evaluate.py without the evaluation extra ----------------------------------------
+
+
+def test_evaluate_help_answers_without_the_evaluation_extra():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    blocked = "import sys, runpy; sys.modules['art'] = None; sys.argv = ['evaluate.py', *sys.argv[1:]]; runpy.run_path('examples/evaluate.py', run_name='__main__')"
+    env = {"PYTHONPATH": f"{root / 'src'}:{root / 'examples'}", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, "-c", blocked, "--help"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage:")
+    assert "pip install -e '.[evaluation]'" in " ".join(shown.stdout.split())
+    used = subprocess.run([sys.executable, "-c", blocked, "runs/x"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert used.returncode == 2 and "evaluation extra" in used.stderr

@@ -4,9 +4,10 @@
 
 - a sequence (or ``nn.ModuleList``) of K >= 2 modules, each run on its own;
 - an :class:`~ensemble_diversity.Ensemble` (PDD between bodies and heads in training mode);
-- an :class:`~ensemble_diversity.EnsembleMembers`, alone or inside ``DistributedDataParallel``
-  or ``nn.DataParallel``: every forward then goes through the outermost wrapper, so DDP
-  all-reduces the gradients;
+- an :class:`~ensemble_diversity.EnsembleMembers`, alone or inside ``DistributedDataParallel``:
+  every forward then goes through the outermost wrapper, so DDP all-reduces the gradients.
+  (``nn.DataParallel`` is not taken: it would split the per-member inputs ``[K, B, ...]``
+  along the member axis);
 - any of these inside ``torch.compile``: the compiled wrapper is peeled off and the module
   beneath runs eagerly, because torch.compile does not support the double backward that trains
   on a gradient penalty (with ``create_graph=False`` a compiled ``EnsembleMembers`` beneath
@@ -24,11 +25,10 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ._checks import check_distinct_members, check_member_placement
 from .ensemble import Ensemble, EnsembleMembers
-
-_DATA_PARALLEL = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
 
 class ResolvedMembers(NamedTuple):
@@ -69,7 +69,7 @@ def resolve_members(models: Sequence[nn.Module] | nn.Module, *, min_members: int
 
     Args:
         models: a sequence of K modules, an ``Ensemble``, or an ``EnsembleMembers`` (wrapped in
-            DDP, DataParallel or ``torch.compile`` as the caller likes).
+            DDP or ``torch.compile`` as the caller likes).
         min_members: the smallest K accepted (2 for a pairwise penalty).
         double_backward: whether the caller will differentiate the input gradients again
             (``create_graph=True``). torch.compile cannot (its aot_autograd refuses double
@@ -79,7 +79,7 @@ def resolve_members(models: Sequence[nn.Module] | nn.Module, *, min_members: int
     chain: list[nn.Module] = []  # the wrappers, from the outside in
     inner: object = models
     while isinstance(inner, nn.Module):
-        if isinstance(inner, _DATA_PARALLEL):
+        if isinstance(inner, DistributedDataParallel):
             chain.append(inner)
             inner = inner.module
         elif _compiled(inner):

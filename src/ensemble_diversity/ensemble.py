@@ -57,7 +57,15 @@ class Ensemble(nn.Module):
     behaviour are unchanged. In training mode with ``pdd``, :meth:`member_logits` runs the K
     bodies, drops units of the stacked features ``[K, B, C]`` with ``pdd`` (Algorithm 1,
     eq. 2), then the K heads: one forward per member. In eval mode PDD is the identity and the
-    members run whole. The head must be the model's last operation (its output is the logits).
+    members run whole. The head must be the model's last operation (its output is the logits):
+    every body pass checks that the model returns the very tensor its head returned, and an
+    operation after the head, a head called twice or never, or a tuple or dict output is
+    refused with the fix (``docs/api.md``, "Models Ensemble can split").
+
+    **Training with DDP.** Wrap :class:`EnsembleMembers` (``forward`` is
+    :meth:`member_outputs`), not the ensemble: DDP syncs gradients only for a forward through
+    itself. **Saving.** ``torch.save(ensemble.state_dict(), path)``; to load, rebuild the same
+    models and ``Ensemble`` and call ``load_state_dict(torch.load(path))``.
 
     Args:
         models: K >= 1 modules, each mapping ``x`` to logits ``[B, L]`` of one shared shape.

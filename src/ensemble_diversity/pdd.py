@@ -279,7 +279,10 @@ class PriorityDiversifiedDropout(nn.Module):
         """Refuse a state saved with other settings: its counts would describe another PDD."""
         mine = self._settings()
         keys = list(mine) + [key for key in state if key not in mine]
-        differing = {key: (mine.get(key), state.get(key)) for key in keys if mine.get(key) != state.get(key)}
+        # A setting stored only when set (rescale_floor) is at its default when absent.
+        defaults = {"rescale_floor": 0.0}
+        pairs = {key: (mine.get(key, defaults.get(key)), state.get(key, defaults.get(key))) for key in keys}
+        differing = {key: pair for key, pair in pairs.items() if pair[0] != pair[1]}
         if differing:
             detail = ", ".join(f"{key}: module has {mine!r}, state has {theirs!r}" for key, (mine, theirs) in differing.items())
             raise ValueError(f"Expected argument `state_dict` to come from a PDD with the same settings, but {detail}")
