@@ -9,8 +9,10 @@
 #   cuda-tests           python -m pytest -m cuda, on the test files that hold CUDA tests
 #   pdd-op               benchmarks/pdd_op.py on CUDA, with its host-synchronisation check
 #   steps-batch64        benchmarks/train_step.py: K = 3 and 5 ResNet-18 (CIFAR stem, full width),
-#                        every method, bf16, vmap, and the members' forward under torch.compile
+#                        every method (the peers trs and dverge too), bf16, vmap, and the members'
+#                        forward under torch.compile
 #   user-steps-batch64   benchmarks/train_step.py --torchvision: the steps a user writes, K = 3 and 5
+#                        (trs and dverge through the library's public functions too)
 #   user-steps-batch128, steps-batch128: the same at batch 128
 # Each benchmark writes its JSON (with the machine record) to the output folder; stages.json
 # holds the machine record, the commit and every stage's outcome and time; gpu.log everything

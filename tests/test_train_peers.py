@@ -169,3 +169,19 @@ def test_two_ranks_train_identical_peer_members(tmp_path):
     for name in ("baseline", "trs", "dverge"):
         assert re.search(rf"{name}: all 2 ranks hold the same kept members \(sha256 [0-9a-f]{{64}}\)", done.stdout), name
     assert "dverge: starting from this run's baseline" in done.stdout
+
+
+def test_the_peer_cost_table_quotes_the_committed_benchmarks():
+    """docs/performance.md's TRS and DVERGE ratios are the committed JSON's, rounded."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "performance.md").read_text()
+    section = text[text.index("## TRS and DVERGE: their cost") : text.index("## The PDD op alone")]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    for name, column in (("train_step-peers.json", 2), ("train_step-torchvision-peers.json", 4)):
+        result = json.loads((root / "benchmarks" / "results" / name).read_text())
+        for group in result["results"]:
+            for step in ("deg", "trs", "dverge"):
+                ratio = f"{group['rows'][step]['ratio_to_baseline']:.2f}"
+                label = step if group["members"] == 3 else f"K=5: {step}"
+                line = rows.get(label) or rows["K=5: baseline / deg"]
+                assert ratio in line.split("|")[column], (name, label, ratio)
