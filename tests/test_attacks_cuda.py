@@ -29,3 +29,9 @@ def test_a_model_left_on_the_cpu_is_named():
     models = [nn.Linear(4, 3).cuda(), nn.Linear(4, 3)]
     with pytest.raises(ValueError, match="models\\[1\\]"):
         evaluate_robustness(models, torch.rand(2, 4, device="cuda"), torch.tensor([0, 1], device="cuda"), eps=0.1)
+
+
+def test_labels_on_another_device_than_the_images_are_refused():
+    models = [nn.Linear(4, 3).cuda() for _ in range(2)]
+    with pytest.raises(ValueError, match="`labels` on the device of `images` \\(cuda:0\\), but it is on cpu"):
+        evaluate_robustness(models, torch.rand(2, 4, device="cuda"), torch.tensor([0, 1]), eps=0.1)
