@@ -11,7 +11,10 @@ CIFAR stem, ``examples/huang2021/members/resnet.py``) on a batch of 64 images 3x
 classes, built by the training objective of ``examples/`` (``huang2021.training.objective``), so what is
 timed is what the examples train. Steps timed:
 
-- the methods: ``baseline`` (eq. 1), ``adp``, ``pdd``, ``deg``, ``pdd+deg``, ``gal``;
+- the methods: ``baseline`` (eq. 1), ``adp``, ``pdd``, ``deg``, ``pdd+deg``, ``gal``, and the
+  peers ``trs`` (its smoothing PGD at the end of the official CIFAR ramp, eps 0.03) and
+  ``dverge`` (10 distillation steps at the features, eps 0.07) with the CIFAR settings of
+  :data:`PEERS`;
 - cheaper or faster settings of DEG, with their effect on the penalty where one step shows it
   (``penalty_vs_deg``: the absolute difference of the first step's penalty from plain DEG's,
   same members, same batch, as a fraction of the penalty's range ``[-P, P]``, P = K(K-1)/2
@@ -33,8 +36,9 @@ timed is what the examples train. Steps timed:
 public API only: K torchvision ``resnet18(num_classes=100)`` (ImageNet stem: a 32x32 image is
 8x8 after it), K = 3 and a batch of 32 by default, ``baseline`` (the members' CE summed, the
 members run as a list), ``pdd`` (``Ensemble(models, pdd=PriorityDiversifiedDropout(K))``'s
-``member_logits``), ``deg`` (``deg_penalty(models, x, y)``) and ``pdd+deg``
-(``deg_penalty(ensemble, x, y)``), each followed by an SGD step. Their rows also hold the last
+``member_logits``), ``deg`` (``deg_penalty(models, x, y)``), ``pdd+deg``
+(``deg_penalty(ensemble, x, y)``), ``trs`` and ``dverge`` (the library's TRS and DVERGE
+functions at the official CIFAR settings), each followed by an SGD step. Their rows also hold the last
 penalty (``last_penalty``) and how many priority tallies PDD made (``priority_tallies``).
 
 Steps are interleaved (every method once per round), warm-up rounds excluded, and the median
@@ -61,10 +65,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from huang2021.members.resnet import ResNetMember
-from huang2021.training.config import Weights
+from huang2021.training.config import PeerSettings, Weights
 from huang2021.training.distributed import EnsembleForward
 from huang2021.training.methods import METHODS
-from huang2021.training.objective import training_objective
+from huang2021.training.objective import PeerStep, training_objective
 from machine import machine
 from torch import Tensor, nn
 
@@ -74,17 +78,28 @@ from ensemble_diversity import (
     VectorizedMembers,
     adp_regularizer,
     deg_penalty,
+    dverge_loss,
     ensemble_cross_entropy,
+    feature_distillation,
     gal_penalty,
+    trs_perturbation,
+    trs_terms,
 )
 from ensemble_diversity.deg import dispersed_gradient_loss, member_input_gradients, member_inputs
 
-PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal")
+PAPER_METHODS = ("baseline", "adp", "pdd", "deg", "pdd+deg", "gal", "trs", "dverge")
+"""The methods of the comparison: the paper's, GAL, and the peers TRS and DVERGE."""
 FAST_PATHS = ("deg every N", "deg bf16", "baseline vmap", "deg vmap", "deg one pass per member")
 COMPILED_PATHS = ("baseline compiled", "pdd compiled")
 """Timed with ``--compile BACKEND`` only (compilation takes about a minute)."""
 WEIGHTS = Weights(ce_reduction="mean", deg_lambda=0.01, adp_alpha=2.0, adp_beta=0.5, gal_lambda=0.5)
 NUM_CLASSES = 100
+PEERS = PeerSettings(
+    trs_similarity=40.0, trs_smoothness=0.625, trs_eps=(0.01, 0.03), trs_steps=6,
+    dverge_eps=0.07, dverge_steps=10, dverge_layer="features", dverge_start="scratch",
+)  # fmt: skip
+"""The harness's CIFAR defaults (``examples/train.py --dataset cifar100``): the official CIFAR-10 settings."""
+PEER_STEP = PeerStep(PEERS, trs_eps=PEERS.trs_eps[1], dverge_layer=None)
 PENALTY_COMPARED = ("deg bf16", "deg vmap", "deg one pass per member")
 """Steps whose first penalty is compared with plain DEG's (``deg every N``'s first step is plain DEG; the
 ``deg sub-batch`` rows too, the difference being the sub-batch's sampling error)."""
@@ -99,6 +114,9 @@ USER_STEPS = {
     "pdd+deg 1/4 batch": "out = deg_penalty(ens, x, y, penalty_fraction=0.25); (out.losses.mean() + 0.01 * out.penalty).backward()",
     "adp": "z = torch.stack([model(x) for model in models]); (ensemble_cross_entropy(z, y, member_reduction='sum') + adp_regularizer(z, y).value).backward()",
     "gal": "out = gal_penalty(models, x, y); (out.losses.mean() + 0.5 * out.penalty).backward()",
+    "trs": "t = trs_terms(models, x, y, x_smooth=trs_perturbation(models, x, y, eps=0.03)); "
+    "(t.losses.sum() + 40 * t.similarity + 0.625 * t.smoothness).backward()",
+    "dverge": "d = feature_distillation(models, x, x.roll(1, 0), eps=0.07, step_size=0.007); dverge_loss(models, d, y).losses.sum().backward()",
 }
 """``--torchvision``: each step's loss as a user writes it, ``models`` K torchvision ``resnet18``,
 ``ens = Ensemble(models, pdd=PriorityDiversifiedDropout(K))``; an SGD step follows each."""
@@ -155,7 +173,7 @@ def step_function(name: str, setting: Setting, deg_every: int = 4, compile_backe
         counter[0] += 1
         with autocast():
             objective = training_objective(
-                method, model, setting.images, setting.labels, weights, with_penalty=with_penalty
+                method, model, setting.images, setting.labels, weights, with_penalty=with_penalty, peer=PEER_STEP
             )
         return sgd_update(optimizer, objective.loss, objective.penalty)
 
@@ -373,6 +391,13 @@ class UserStep:
         elif self.name == "gal":
             out = gal_penalty(self.models, x, y)
             loss, penalty = out.losses.mean() + 0.5 * out.penalty, out.penalty
+        elif self.name == "trs":
+            terms = trs_terms(self.models, x, y, x_smooth=trs_perturbation(self.models, x, y, eps=0.03))
+            penalty = 40 * terms.similarity + 0.625 * terms.smoothness
+            loss = terms.losses.sum() + penalty
+        elif self.name == "dverge":
+            distilled = feature_distillation(self.models, x, x.roll(1, 0), eps=0.07, step_size=0.007)
+            loss = dverge_loss(self.models, distilled, y).losses.sum()
         else:
             fraction = 0.25 if self.name.endswith("1/4 batch") else 1.0
             out = deg_penalty(self.models if self.ensemble is None else self.ensemble, x, y, penalty_fraction=fraction)
@@ -388,7 +413,7 @@ def measure_user_steps(
     steps = {name: UserStep(name, setting) for name in names}
     rows = interleaved_rows(steps, dict.fromkeys(names, 1), rounds=rounds, warmup=warmup, device=device, profile=profile)
     for name, step in steps.items():
-        if "deg" in name or name == "gal":
+        if "deg" in name or name in ("gal", "trs"):
             rows[name]["last_penalty"] = float(step.penalty)
         if step.ensemble is not None:
             # K tallies (one per member) per sample and step with PDD's per-sample statistics.

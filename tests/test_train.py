@@ -65,8 +65,8 @@ def record_steps(monkeypatch) -> list[tuple[str, bool, float, int]]:
     objective = loop.training_objective
     names = {method: name for name, method in METHODS.items()}
 
-    def recorded(method, model, images, labels, weights, adversarial=None, *, with_penalty=True):
-        result = objective(method, model, images, labels, weights, adversarial, with_penalty=with_penalty)
+    def recorded(method, model, images, labels, weights, adversarial=None, *, with_penalty=True, **peer):
+        result = objective(method, model, images, labels, weights, adversarial, with_penalty=with_penalty, **peer)
         steps.append((names[method], with_penalty, result.penalty.item(), len(labels)))
         return result
 
@@ -177,7 +177,7 @@ def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, flags, named):
 
 def test_unknown_method_error_lists_the_methods():
     with pytest.raises(ValueError, match="--methods") as error:
-        parse_methods("baseline,dverge")
+        parse_methods("baseline,pdd+trs")
     assert all(name in str(error.value) for name in METHODS)
 
 

@@ -38,7 +38,7 @@ from ensemble_diversity.attacks import (
     pgd,
 )
 
-from ..data.splits import Split
+from ..data.splits import Split, batch_images
 
 __all__ = [
     "MORA_SCALES",
@@ -126,8 +126,10 @@ def robust_correct(
     seeded with ``seed``.
     """
     attack = {"logits": "pgd", "log-probabilities": "pgd-probs", "mora": "mora"}[objective]
+    # The larger data sets keep their images as uint8; the attacks take floats in [0, 1].
+    images = batch_images(split.images, torch.arange(len(split.labels), device=split.labels.device))
     result = evaluate_robustness(
-        members, split.images, split.labels, eps=eps, attacks=[attack], steps=steps, restarts=1 if objective == "mora" else restarts,
+        members, images, split.labels, eps=eps, attacks=[attack], steps=steps, restarts=1 if objective == "mora" else restarts,
         batch_size=batch_size, seed=seed,
     )  # fmt: skip
     return result.robust[0]

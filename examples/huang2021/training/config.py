@@ -14,6 +14,8 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import torch
+
 from ..data.splits import DATASETS
 from ..members import ARCHITECTURES, DEFAULT_WIDTH
 from ..settings import AT_LEAST_ONE, Check, device_flag, flag
@@ -49,6 +51,14 @@ class RunSettings:
     run_dir: Path | None = flag(None, "a new or empty directory for the run's files", shown="runs/<timestamp>-<methods>", type=Path)
     max_batches: int | None = flag(None, "train on at most N batches per epoch, for smoke tests", check=AT_LEAST_ONE, shown="all", type=int, metavar="N")
     eval_batch_size: int = flag(500, "images per forward in validation and test evaluation", check=AT_LEAST_ONE)
+    threads: int = flag(
+        None,
+        "torch intra-op threads the run trains with (stored, and set again on --resume: a bit-identical rerun needs the same count)",
+        check=AT_LEAST_ONE,
+        shown="this process's, torch.get_num_threads()",
+        type=int,
+        metavar="N",
+    )
 
     def __post_init__(self) -> None:
         parse_methods(self.methods)
@@ -58,6 +68,8 @@ class RunSettings:
             raise ValueError(f"Expected --val-fraction to be in (0, {shown}), but got {self.val_fraction}")
         if self.width is None:
             object.__setattr__(self, "width", DEFAULT_WIDTH[self.arch])
+        if self.threads is None:
+            object.__setattr__(self, "threads", torch.get_num_threads())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +192,64 @@ class RobustnessColumn:
     robust_restarts: int = flag(1, "PGD random starts (a restart attacks only the images not yet broken)", check=AT_LEAST_ONE)
 
 
+def _official_at_batch_64(weight: float) -> float:
+    """TRS's smoothness weight for ``--batch-size 64`` from the official one at batch 128: the term scales as 1/B^2 (docs/method.md)."""
+    return weight * (64 / 128) ** 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerSettings:
+    """peers (the trs and dverge methods; defaults: their official code's, digits scaled as docs/method.md says)"""
+
+    trs_similarity: float = flag(
+        MISSING,
+        "weight of TRS's gradient-similarity term, scale x coeff of the official code",
+        per_dataset={"digits": 10.0, "fashion-mnist": 10.0, "cifar100": 40.0, "tiny-imagenet": 40.0},
+        check=Check(lambda value: value >= 0, ">= 0"),
+        type=float,
+    )
+    trs_smoothness: float = flag(
+        MISSING,
+        "weight of TRS's smoothness term, scale x lamda of the official code at batch 128, times (64 / 128)^2 for --batch-size 64",
+        per_dataset={
+            "digits": _official_at_batch_64(10.0),
+            "fashion-mnist": _official_at_batch_64(10.0),
+            "cifar100": _official_at_batch_64(2.5),
+            "tiny-imagenet": _official_at_batch_64(2.5),
+        },
+        check=Check(lambda value: value >= 0, ">= 0"),
+        type=float,
+    )
+    trs_eps: tuple[float, ...] = flag(
+        MISSING,
+        "L_inf radius of TRS's smoothing PGD, INIT END: linear in the epoch from INIT, (END - INIT) x (epoch - 1) / epochs above it",
+        per_dataset={"digits": (0.05, 0.1), "fashion-mnist": (0.1, 0.2), "cifar100": (0.01, 0.03), "tiny-imagenet": (0.01, 0.03)},
+        check=Check(lambda eps: len(eps) == 2 and 0.0 <= eps[0] <= eps[1] <= 1.0, "INIT END with 0 <= INIT <= END <= 1"),
+        type=float,
+        nargs=2,
+        metavar="EPS",
+    )
+    trs_steps: int = flag(6, "PGD steps of TRS's smoothing point, each of eps / 3", check=AT_LEAST_ONE)
+    dverge_eps: float = flag(
+        MISSING,
+        "L_inf radius of DVERGE's feature distillation",
+        per_dataset={"digits": 0.1, "fashion-mnist": 0.35, "cifar100": 0.07, "tiny-imagenet": 0.07},
+        check=Check(lambda value: 0.0 < value <= 1.0, "in (0, 1]"),
+        type=float,
+    )
+    dverge_steps: int = flag(10, "distillation steps, each of --dverge-eps / 10", check=AT_LEAST_ONE)
+    dverge_layer: str = flag(
+        "features",
+        "where DVERGE distils: features (the head's input), random (drawn per epoch among every BatchNorm, the features "
+        "and the logits, as the official code draws among its layers) or a submodule path of the members",
+    )
+    dverge_start: Literal["baseline", "scratch"] = flag(
+        "baseline",
+        "baseline: start from this run's trained baseline members when --methods trains baseline before dverge (the official recipe); scratch: from the initial members",
+        choices=("baseline", "scratch"),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     """What a run trains with: every stored flag, resolved (``settings.from_flags(TrainingConfig, flags, dataset=...)``)."""
@@ -189,6 +259,7 @@ class TrainingConfig:
     pdd: PDDSettings
     weights: Weights
     adversarial: AdversarialTraining
+    peers: PeerSettings
     robustness: RobustnessColumn
 
     def __post_init__(self) -> None:

@@ -33,19 +33,19 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ensemble_diversity import Ensemble, NonFiniteError, PriorityDiversifiedDropout
+from ensemble_diversity import Ensemble, NonFiniteError, PriorityDiversifiedDropout, draw_layer
 
 from ..data.augmentation import CropFlip, epoch_generator
 from ..data.splits import DATASETS, Split, Splits, batch_images
 from ..evaluation.clean import correct_on, ensemble_correct
 from ..members import build_members
 from ..progress import EpochProgress
-from ..run_dir import METRICS, append_jsonl, checkpoint_path, load_torch, save_torch
+from ..run_dir import METRICS, append_jsonl, checkpoint_path, load_torch, model_path, save_torch
 from .checkpoints import TrainingState, checkpoint, log_missing, restore
 from .config import TrainingConfig
 from .distributed import SINGLE, EnsembleForward, Ranks, all_reduce_max, all_reduce_sum, broadcast_buffers, shard_rows
-from .methods import METHODS, Method
-from .objective import training_objective
+from .methods import METHODS, Method, parse_methods
+from .objective import PeerStep, training_objective
 
 CHECK_EVERY = 10
 """Steps between reads of the on-device divergence flag: one host synchronisation per 10 steps."""
@@ -85,6 +85,8 @@ def train_method(
     on exactly where this one stopped. Under ``torchrun`` every rank calls it; rank 0 writes.
     """
     epochs = config.optimisation.epochs
+    # The run's thread count (stored in config.json), so a resumed session computes as the first did.
+    torch.set_num_threads(config.run.threads)
     state = _fresh_state(config, METHODS[name], device, ranks)
     checkpoint_file = checkpoint_path(run_dir, name)
     epoch, best, history = 0, None, []
@@ -92,6 +94,8 @@ def train_method(
         epoch, best, history = restore(load_torch(checkpoint_file), state, device, ranks)
         if ranks.is_main:
             log_missing(run_dir, name, history)
+    elif METHODS[name].peer == "dverge" and config.peers.dverge_start == "baseline":
+        _start_from_baseline(state, config, run_dir, device, ranks)
     first_epoch = epoch
 
     progress = EpochProgress(name, epoch, epochs) if ranks.is_main else None
@@ -126,6 +130,46 @@ def train_method(
         sum(record["seconds"] for record in history),
         epoch - first_epoch,
     )
+
+
+def _start_from_baseline(state: TrainingState, config: TrainingConfig, run_dir: Path, device: torch.device, ranks: Ranks) -> None:
+    """DVERGE's official start: the members of this run's kept baseline, when ``--methods`` trained it before dverge."""
+    if ranks.distributed:
+        torch.distributed.barrier()  # rank 0 writes model-baseline.pt after the baseline's last epoch
+    names = parse_methods(config.run.methods)
+    baseline = model_path(run_dir, "baseline")
+    if "baseline" not in names or names.index("baseline") > names.index("dverge") or not baseline.exists():
+        if ranks.is_main:
+            print("dverge: no trained baseline in this run (--methods lists baseline before dverge for one): starting from the initial members")
+        return
+    state.ensemble.load_state_dict(load_torch(baseline)["ensemble"])
+    state.ensemble.to(device)
+    if ranks.is_main:
+        print(f"dverge: starting from this run's baseline ({config.optimisation.epochs} epochs), so its members train {2 * config.optimisation.epochs} epochs in all")
+
+
+def _peer_step(config: TrainingConfig, method: Method, ensemble: Ensemble, epoch: int) -> PeerStep | None:
+    """The peer's settings with this epoch's TRS radius and DVERGE layer; None for the other methods."""
+    if method.peer is None:
+        return None
+    peers, epochs = config.peers, config.optimisation.epochs
+    low, high = peers.trs_eps
+    # The official ramp: epoch counted from 0, so the last epoch stays one step short of END.
+    trs_eps = low + (high - low) * (epoch - 1) / epochs
+    layer: str | None = peers.dverge_layer
+    if layer == "features":
+        layer = None
+    elif layer == "random":
+        layer = draw_layer(distillation_layers(ensemble), seed=config.run.seed, epoch=epoch)
+    return PeerStep(peers, trs_eps, layer)
+
+
+def distillation_layers(ensemble: Ensemble) -> list[str | None]:
+    """``--dverge-layer random``'s candidates: every BatchNorm of the members (a conv's pre-activation), None (the head's input) and the head (logits)."""
+    member = ensemble.members[0]
+    norms = [name for name, module in member.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    head = ensemble.heads[0] if ensemble.heads is not None else None
+    return [*norms, None, *([head] if head else [])]
 
 
 def _fresh_state(config: TrainingConfig, method: Method, device: torch.device, ranks: Ranks) -> TrainingState:
@@ -183,6 +227,7 @@ def _train_epoch(name: str, config: TrainingConfig, state: TrainingState, splits
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     seen = torch.zeros((), dtype=torch.long, device=labels.device)
     penalised = torch.zeros((), dtype=torch.long, device=labels.device)
+    peer = _peer_step(config, method, state.ensemble, epoch)
     # The first step (1-based) whose loss was not finite, and that loss; -1 while none.
     diverged_step = torch.full((), -1, dtype=torch.long, device=labels.device)
     diverged_loss = torch.zeros((), device=labels.device)
@@ -198,13 +243,16 @@ def _train_epoch(name: str, config: TrainingConfig, state: TrainingState, splits
         try:
             with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=config.optimisation.amp == "bf16"):
                 objective = training_objective(
-                    method, state.model, batch_x, labels[batch], weights, config.adversarial, with_penalty=with_penalty
-                )
+                    method, state.model, batch_x, labels[batch], weights, config.adversarial, with_penalty=with_penalty,
+                    **({"peer": peer} if peer is not None else {}),
+                )  # fmt: skip
         except NonFiniteError as error:
             what = f"a value the library checks became NaN or inf ({error})"
             raise TrainingDiverged(divergence_message(name, config, epoch, index + 1, what)) from None
         state.optimizer.zero_grad(set_to_none=True)
         objective.loss.backward()
+        if ranks.distributed and method.peer is not None:
+            _average_gradients(state.ensemble, ranks)
         state.optimizer.step()
         loss = objective.loss.detach()
         first = (diverged_step < 0) & ~torch.isfinite(loss)
@@ -242,6 +290,13 @@ def _train_epoch(name: str, config: TrainingConfig, state: TrainingState, splits
     }
 
 
+def _average_gradients(ensemble: Ensemble, ranks: Ranks) -> None:
+    """Under ``torchrun``, for the peers, whose passes bypass DDP's wrapper: each gradient averaged over the ranks."""
+    for parameter in ensemble.parameters():
+        if parameter.grad is not None:
+            all_reduce_sum(parameter.grad, ranks).div_(ranks.world_size)
+
+
 def divergence_message(name: str, config: TrainingConfig, epoch: int, step: int, what: str) -> str:
     """What a user reads when method ``name`` diverges: where, what is kept, the usual causes."""
     optimisation, weights = config.optimisation, config.weights
@@ -250,7 +305,8 @@ def divergence_message(name: str, config: TrainingConfig, epoch: int, step: int,
         f"{name} diverged in epoch {epoch}, step {step}: {what}. The method stops ({kept}); the run's other "
         f"methods still train. Usual causes: a learning rate too high (--lr {optimisation.lr}), a regulariser "
         f"weight too large (--deg-lambda {weights.deg_lambda}, --gal-lambda {weights.gal_lambda}, --adp-alpha "
-        f"{weights.adp_alpha}, --adp-beta {weights.adp_beta}) or bfloat16 (--amp {optimisation.amp}). Start a new run "
+        f"{weights.adp_alpha}, --adp-beta {weights.adp_beta}, --trs-similarity {config.peers.trs_similarity}, "
+        f"--trs-smoothness {config.peers.trs_smoothness}) or bfloat16 (--amp {optimisation.amp}). Start a new run "
         "with a lower --lr; --resume would go on from the last good epoch with the same flags."
     )
 

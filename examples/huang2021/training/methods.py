@@ -15,6 +15,13 @@
   examples of the ensemble crafted on each batch (Table 6, AdvT_FGSM / AdvT_PGD; see
   :mod:`.adversarial` for the recipe and its sources).
 - ``advt-fgsm+pdd``, ``advt-pgd+pdd``: adversarial training with PDD (Table 6, AdvT + PDD).
+- ``trs``: the members' summed CE plus TRS's gradient-similarity and smoothness terms (Yang et
+  al. 2021), the smoothness term at a half-clean, half-PGD batch (the library's ``trs_terms``,
+  ``trs_perturbation``); weights and eps ramp from ``--trs-*``.
+- ``dverge``: DVERGE's cross-training (Yang et al. 2020): each member distils the batch towards
+  a shuffled copy of it at one layer, then each member trains on the others' distilled images
+  (the library's ``feature_distillation``, ``dverge_loss``); no clean CE; started from the same
+  run's trained ``baseline`` when it has one (``--dverge-*``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 Attack = Literal["fgsm", "pgd"]
+Peer = Literal["trs", "dverge"]
 
 
 class Method(NamedTuple):
@@ -35,6 +43,8 @@ class Method(NamedTuple):
     """Adversarial training with examples from this attack, or None."""
     ce_reduction: Literal["mean", "sum"] = "mean"
     """How eq. 1 reduces the members' CE terms under ``--ce-reduction auto``: the reduction its weights were tuned for."""
+    peer: Peer | None = None
+    """A peer defence whose own objective replaces eq. 1 plus a regulariser (:mod:`.objective`), or None."""
 
 
 METHODS: dict[str, Method] = {
@@ -48,6 +58,9 @@ METHODS: dict[str, Method] = {
     "advt-pgd": Method(pdd=False, deg=False, adp=False, attack="pgd"),
     "advt-fgsm+pdd": Method(pdd=True, deg=False, adp=False, attack="fgsm"),
     "advt-pgd+pdd": Method(pdd=True, deg=False, adp=False, attack="pgd"),
+    # TRS sums the members' CE, as its official code does and its weights were tuned for.
+    "trs": Method(pdd=False, deg=False, adp=False, ce_reduction="sum", peer="trs"),
+    "dverge": Method(pdd=False, deg=False, adp=False, peer="dverge"),
 }
 
 

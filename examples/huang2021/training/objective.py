@@ -7,6 +7,9 @@ computed once: eq. 1 reduces them over the members and DEG (eqs. 3-4) or GAL dif
 each with respect to the member's own input. With ``--deg-fraction F`` < 1 the penalised
 images (the batch's first ``ceil(F * B)``) and the rest take one forward each, as in the
 library's ``deg_penalty(..., penalty_fraction=F)``.
+
+The peers (``trs``, ``dverge``) have objectives of their own, built from the library's public
+functions on the ``Ensemble`` itself (:func:`peer_objective`).
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from ensemble_diversity import (
     Ensemble,
     adp_regularizer,
     dispersed_gradient_loss,
+    dverge_loss,
     ensemble_cross_entropy,
+    feature_distillation,
     gradient_alignment_loss,
     member_input_gradients,
     member_inputs,
+    trs_perturbation,
+    trs_terms,
 )
 
 from .adversarial import craft_adversarial
-from .config import AdversarialTraining, Weights
+from .config import AdversarialTraining, PeerSettings, Weights
 from .distributed import EnsembleForward
 from .methods import Method
 
@@ -43,6 +50,16 @@ class Objective(NamedTuple):
     """``[K, B, L]``, detached: the members' training-mode logits on the clean images (adversarial ones when AdvT weighs clean by 0)."""
 
 
+class PeerStep(NamedTuple):
+    """What a peer method's objective needs beyond the batch: its settings and this epoch's choices."""
+
+    settings: PeerSettings
+    trs_eps: float
+    """This epoch's radius of TRS's smoothing PGD (the official linear ramp)."""
+    dverge_layer: str | None
+    """This epoch's distillation layer: a submodule path of the members, or None for the head's input."""
+
+
 def training_objective(
     method: Method,
     model: EnsembleForward | DistributedDataParallel,
@@ -52,6 +69,7 @@ def training_objective(
     adversarial: AdversarialTraining | None = None,
     *,
     with_penalty: bool = True,
+    peer: PeerStep | None = None,
 ) -> Objective:
     """The method's loss on one batch ``images [B, C, H, W]``, ``labels [B]``; the ensemble in training mode.
 
@@ -64,8 +82,13 @@ def training_objective(
     ``weights.deg_fraction`` < 1 (``--deg-fraction F``) computes it on the batch's first
     ``ceil(F * B)`` images only (:func:`penalised_samples`), the other cheaper setting: exactly
     ``deg_penalty(..., penalty_fraction=F)`` (``gal_penalty``'s for GAL) of the library.
+    ``peer``: the settings of ``trs`` and ``dverge`` (:func:`peer_objective`), needed for those only.
     """
     ensemble = _ensemble_of(model)
+    if method.peer is not None:
+        if peer is None:
+            raise ValueError(f"Expected `peer` settings for the peer method {method.peer!r}, but got None")
+        return peer_objective(method, ensemble, images, labels, weights, peer)
     if method.pdd != (ensemble.pdd is not None):
         raise ValueError(
             f"Expected an ensemble {'with' if method.pdd else 'without'} PDD for this method (pdd={method.pdd}), "
@@ -120,6 +143,45 @@ def _objective(method: Method, model: nn.Module, images: Tensor, labels: Tensor,
         penalty = gradient_alignment_loss(grads)
         loss = _cross_entropy(method, member_losses, weights) + weights.gal_lambda * penalty
     return Objective(loss, penalty.detach(), logits.detach())
+
+
+def peer_objective(method: Method, ensemble: Ensemble, images: Tensor, labels: Tensor, weights: Weights, peer: PeerStep) -> Objective:
+    """TRS's or DVERGE's loss on one batch, the ensemble in training mode (docs/method.md, sections TRS and DVERGE).
+
+    - ``trs``: eq. 1 (summed CE under ``--ce-reduction auto``) + ``--trs-similarity`` x L_sim at
+      the batch + ``--trs-smoothness`` x L_smooth at the batch whose second half is
+      :func:`~ensemble_diversity.trs_perturbation`'s PGD point; ``penalty`` is the weighted sum.
+    - ``dverge``: the members distil the batch towards a derangement of it (each image's target
+      another image of the batch, drawn from the global RNG), then ``dverge_loss(...).losses.sum()``:
+      member i on the others' distilled images with the source labels, no clean CE; ``penalty``
+      is 0 and ``logits`` are the members' eval-mode logits on the clean batch (no gradient), as
+      no training pass sees it.
+
+    The library's functions run on the ``Ensemble`` itself, not through DDP's wrapper: under
+    ``torchrun`` the loop averages the gradients over the ranks itself.
+    """
+    settings = peer.settings
+    if method.peer == "trs":
+        smooth_point = trs_perturbation(ensemble, images, labels, eps=peer.trs_eps, steps=settings.trs_steps)
+        terms = trs_terms(ensemble, images, labels, x_smooth=smooth_point)
+        penalty = settings.trs_similarity * terms.similarity + settings.trs_smoothness * terms.smoothness
+        return Objective(_cross_entropy(method, terms.losses, weights) + penalty, penalty.detach(), terms.logits.detach())
+    # A random cyclic order: image order[i] targets image order[i + 1], never itself.
+    order = torch.randperm(images.shape[0], device=images.device)
+    targets = torch.empty_like(order)
+    targets[order] = order.roll(-1)
+    step = settings.dverge_eps / 10
+    distilled = feature_distillation(
+        ensemble, images, images[targets], eps=settings.dverge_eps, step_size=step, steps=settings.dverge_steps, layer=peer.dverge_layer
+    )
+    loss = dverge_loss(ensemble, distilled, labels).losses.sum()
+    ensemble.eval()
+    try:
+        with torch.no_grad():
+            logits = ensemble.member_logits(images)
+    finally:
+        ensemble.train()
+    return Objective(loss, loss.new_zeros(()), logits)
 
 
 def penalised_samples(batch: int, fraction: float) -> int:
