@@ -292,3 +292,9 @@ def test_an_attack_leaving_the_ball_or_the_box_is_refused_by_name():
 
     with pytest.raises(ValueError, match="attack 'too-far' to return images within the L_inf ball of radius 0.1"):
         evaluate_robustness(THRESHOLD_MODELS, IMAGES, LABELS, eps=0.1, attacks={"too-far": too_far})
+
+
+def test_labels_on_another_device_than_the_images_are_refused():
+    models, images, _ = models_and_batch()
+    with pytest.raises(ValueError, match="`labels` on the device of `images` \\(cpu\\), but it is on meta"):
+        evaluate_robustness(models, images, torch.zeros(5, dtype=torch.long, device="meta"), eps=0.1)

@@ -11,13 +11,16 @@ ensemble as one model have no member-aware attack and report no worst case over 
   record of which attack broke what (:class:`Robustness`).
 - :func:`pgd` (Madry et al. 2018), :func:`mora` (MORA-style, Yu, Gao and Xu 2022), :func:`apgd`
   (Croce and Hein 2020): one run each, under L_inf or L_2, inside a box.
-- :mod:`~ensemble_diversity.attacks.losses`: the objectives (averaged logits, log averaged
-  probabilities, DLR) and :func:`mora_loss`.
+- the objectives an attack climbs, per-image losses of the members' logits:
+  :func:`averaged_logits_loss`, :func:`averaged_probabilities_loss`, :func:`dlr_loss`,
+  :func:`mora_loss`.
 """
 
+from ._apgd import apgd, checkpoints
 from ._ball import Box, Norm
 from ._members import Members, ModelLike, as_members
-from .apgd import apgd, checkpoints
+from ._mora import MORA_SCALES, mora, mora_loss
+from ._pgd import pgd
 from .losses import (
     Loss,
     averaged_logits_loss,
@@ -26,8 +29,6 @@ from .losses import (
     dlr_loss,
     log_averaged_probabilities,
 )
-from .mora import MORA_SCALES, mora, mora_loss
-from .pgd import pgd
 from .robustness import ATTACKS, STRONG_ATTACKS, Attack, Robustness, evaluate_robustness
 
 __all__ = [

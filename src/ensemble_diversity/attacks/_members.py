@@ -83,6 +83,8 @@ class Members:
     def check(self, x: Tensor, labels: Tensor) -> Tensor:
         """The members' logits ``[K, B, L]`` of ``x``, validated with ``labels`` ``[B]`` (dtype, shape, finite values, label range)."""
         check_labels(labels, "labels", x.shape[0])
+        if labels.device != x.device:
+            raise ValueError(f"Expected argument `labels` on the device of `images` ({x.device}), but it is on {labels.device}")
         logits = self(x)
         check_floating(logits, "member_logits")
         check_finite(logits, "member_logits")

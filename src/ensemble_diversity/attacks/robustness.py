@@ -17,12 +17,12 @@ import torch
 from torch import Tensor
 
 from .._checks import check_labels
+from ._apgd import apgd_run
 from ._ball import Box, Norm, check_box, check_eps, check_images, check_norm, check_positive_int, distance, project, random_start
 from ._members import Combine, Members, ModelLike, as_members
-from .apgd import apgd_run
+from ._mora import MORA_SCALES, mora_runs
+from ._pgd import ascend, step_size_of
 from .losses import Loss, averaged_logits_loss, averaged_probabilities_loss, dlr_loss
-from .mora import MORA_SCALES, mora_runs
-from .pgd import ascend, step_size_of
 
 
 class Attack(Protocol):
@@ -113,6 +113,7 @@ class Robustness(NamedTuple):
 
     @property
     def clean_accuracy(self) -> float:
+        """The share of all N images the ensemble classifies correctly (the accuracy at eps 0)."""
         return float(self.clean.float().mean())
 
     def cumulative_accuracy(self) -> Tensor:

@@ -33,9 +33,9 @@ from torch import Tensor
 
 from ._ball import Box, Norm, project, random_start
 from ._members import Combine, Members, ModelLike
+from ._pgd import ascend, check_step_size, step_size_of
 from ._runner import run_attack
 from .losses import log_averaged_probabilities
-from .pgd import ascend, check_step_size, step_size_of
 
 MORA_SCALES = (0.5, 0.0, 0.25, 0.75, 1.0)
 """The mixing scales of one MORA run, in its order (lafeat/mora, version ``standard-t-pre``): 0 is the ensemble alone, 1 the members alone."""

@@ -7,7 +7,7 @@ One run starts from a random point of the eps-ball and takes ``steps`` steps of
     x^{(t+1)} = \Pi_{B_\epsilon(x) \cap [\text{low}, \text{high}]}\big(x^{(t)} + \eta\, d(\nabla_x \ell(z(x^{(t)}), y))\big)
 
 with :math:`d` the gradient's sign under L_inf and its normalised direction under L_2, and
-:math:`\ell` an objective of the members' logits :math:`z` (:mod:`.losses`): the averaged logits
+:math:`\ell` an objective of the members' logits :math:`z`: the averaged logits
 (``"pgd"`` in :func:`~ensemble_diversity.attacks.evaluate_robustness`) or the log of the averaged
 probabilities (``"pgd-probs"``). An image counts as broken at the first iterate the ensemble
 misclassifies (its own decision, whatever the objective); that iterate is kept and the image
@@ -88,7 +88,7 @@ def pgd(
         images: ``[B, ...]`` inside ``box``.
         labels: ``[B]`` class indices.
         eps: the radius of the ``norm`` ball.
-        loss: the objective ``[K, B, L], [B] -> [B]`` (:mod:`~ensemble_diversity.attacks.losses`).
+        loss: the objective ``[K, B, L], [B] -> [B]`` (e.g. :func:`~ensemble_diversity.attacks.averaged_probabilities_loss`).
         steps: gradient steps (``steps + 1`` forwards).
         step_size: default ``2.5 eps / steps``.
         box: the pixel range every image stays in.

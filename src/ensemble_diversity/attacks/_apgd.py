@@ -92,12 +92,17 @@ def apgd_run(
         "rises": torch.zeros(len(images), device=images.device),
     }
     marks, last_mark = checkpoints(steps), 0
-    for k in range(steps + 1):
+
+    def keep_unfooled(state: dict[str, Tensor], correct: Tensor) -> dict[str, Tensor]:
+        """Record the iterate ``state["x"]`` of every image the ensemble now misclassifies; the others' state."""
         fooled = ~correct
         adversarial[state["index"][fooled]] = state["x"][fooled]
         fooled_ever[state["index"][fooled]] = True
-        state = {name: tensor[correct] for name, tensor in state.items()}
-        if k == steps or len(state["index"]) == 0:
+        return {name: tensor[correct] for name, tensor in state.items()}
+
+    state = keep_unfooled(state, correct)
+    for k in range(steps):
+        if len(state["index"]) == 0:
             break
         clean, x = state["clean"], state["x"]
         alpha = 1.0 if k == 0 else MOMENTUM
@@ -106,11 +111,13 @@ def apgd_run(
         value, gradient, correct = _gradient(members, following, state["labels"], loss)
         state["rises"] = state["rises"] + (value > state["value"]).float()
         state["previous"], state["x"], state["gradient"], state["value"] = x, following, gradient, value
-        better = value > state["best_value"]
+        # Judged before a checkpoint may move x back to the best point: the iterate that fooled is kept.
+        state = keep_unfooled(state, correct)
+        better = state["value"] > state["best_value"]
         wide = better.view(-1, *ones[1:])
-        state["best_x"] = torch.where(wide, following, state["best_x"])
-        state["best_gradient"] = torch.where(wide, gradient, state["best_gradient"])
-        state["best_value"] = torch.where(better, value, state["best_value"])
+        state["best_x"] = torch.where(wide, state["x"], state["best_x"])
+        state["best_gradient"] = torch.where(wide, state["gradient"], state["best_gradient"])
+        state["best_value"] = torch.where(better, state["value"], state["best_value"])
         if k + 1 in marks:
             oscillating = state["rises"] < RHO * (k + 1 - last_mark)
             stalled = ~state["halved_last"] & (state["best_value"] <= state["best_at_check"])
