@@ -23,13 +23,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from huang2021.evaluation.robustness import EvaluationConfig, Targets, evaluate_robustness, load_targets, open_out_dir, without_diversity
 from huang2021.settings import add_flags, from_flags
+
+try:
+    from huang2021.evaluation.robustness import EvaluationConfig, Targets, evaluate_robustness, load_targets, open_out_dir, without_diversity
+except ModuleNotFoundError as error:  # the evaluation extra (ART, matplotlib) is not installed
+    MISSING: str | None = error.name
+else:
+    MISSING = None
+EXTRA = "pip install -e '.[evaluation]' (the Adversarial Robustness Toolbox and matplotlib)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="training run directories (examples/train.py) whose ensembles are the targets")
+    if MISSING is not None:
+        # --help still answers, and says what to install to see (and use) the flags.
+        parser.epilog = f"The evaluation flags need the evaluation extra, which is not installed (no module {MISSING!r}): {EXTRA}"
+        return parser
     add_flags(parser, EvaluationConfig)
     return parser
 
@@ -38,6 +49,8 @@ def parse(argv: list[str]) -> tuple[EvaluationConfig, Targets, list[Path]]:
     """The settings (the targets' data set's defaults filled in), the targets and the run directories; errors name the flag."""
     parser = build_parser()
     flags = vars(parser.parse_args(argv))
+    if MISSING is not None:
+        parser.error(f"the evaluation needs the evaluation extra, which is not installed (no module {MISSING!r}): {EXTRA}")
     run_dirs = flags.pop("run_dirs")
     try:
         surrogates = [("--type1-surrogate", flags["type1_surrogate"]), ("--type2-surrogate", flags["type2_surrogate"])]

@@ -433,10 +433,16 @@ def test_penalty_reaches_every_members_parameters(mixed_ensemble):
 
 
 def test_eq4_objective_backpropagates(mixed_ensemble):
+    """The gradient of eq. 4's objective is the losses' plus lambda times the penalty's, and the penalty's is not zero."""
     models, x, y = mixed_ensemble
     out = deg_penalty(models, x, y)
-    (out.losses.mean() + 0.01 * out.penalty).backward()
-    assert all(p.grad is not None for model in models for p in model.parameters())
+    params = [p for model in models for p in model.parameters()]
+    objective = torch.autograd.grad(out.losses.mean() + 0.01 * out.penalty, params, retain_graph=True)
+    losses = torch.autograd.grad(out.losses.mean(), params, retain_graph=True)
+    penalty = torch.autograd.grad(out.penalty, params)
+    for total, loss_part, penalty_part in zip(objective, losses, penalty):
+        torch.testing.assert_close(total, loss_part + 0.01 * penalty_part)
+    assert all(part.abs().sum() > 0 for part in penalty)
 
 
 def test_callers_x_is_left_alone(mixed_ensemble):
@@ -465,7 +471,11 @@ def test_x_from_a_trainable_module_is_used_as_is():
     stem = nn.Linear(3, 4)
     models = [mlp(4, 3, 5, nn.Tanh), mlp(4, 3, 5, nn.Tanh)]
     features = stem(torch.randn(5, 3))  # non-leaf, requires grad
-    deg_penalty(models, features, torch.randint(0, 3, (5,))).penalty.backward()
+    labels = torch.randint(0, 3, (5,))
+    out = deg_penalty(models, features, labels)
+    expected = reference_dispersion(hand_gradients(models, features, labels).double().numpy())
+    assert out.penalty.item() == pytest.approx(expected, abs=1e-5)
+    out.penalty.backward()
     assert stem.weight.grad is not None and stem.weight.grad.abs().sum() > 0
 
 

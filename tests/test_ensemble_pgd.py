@@ -349,6 +349,33 @@ def test_mora_at_scale_1_counts_only_the_members_that_predict_the_label(seed, me
     torch.testing.assert_close(mora_loss(alone, labels, scale=1.0), F.cross_entropy(logits[1], labels, reduction="none"), rtol=1e-6, atol=1e-6)
 
 
+def test_mora_at_scale_1_weighs_every_member_when_none_predicts_the_label():
+    """Members' logits [2, 2.5, 0] and [2, 0, 2.5], label 0: each member predicts another class, the
+    averaged probabilities [0.359, 0.320, 0.320] the label. By hand: weights softmax(0.2 z_k)[0],
+    equal here, so the mix is the members' mean logits [2, 1.25, 1.25] (top-2 gaps 0.5 < 10: scale 1)."""
+    logits = torch.tensor([[[2.0, 2.5, 0.0]], [[2.0, 0.0, 2.5]]], requires_grad=True)
+    labels = torch.tensor([0])
+    assert ensemble_correct(logits.detach(), labels).item() and not (logits.detach().argmax(-1) == 0).any()
+    loss = mora_loss(logits, labels, scale=1.0)
+    mixed = torch.tensor([2.0, 1.25, 1.25])
+    expected = torch.log(torch.exp(mixed).sum()) - mixed[0]
+    torch.testing.assert_close(loss, expected.reshape(1), rtol=1e-6, atol=1e-6)
+    (gradient,) = torch.autograd.grad(loss.sum(), logits)
+    assert gradient.abs().sum() > 0.1
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), members=st.integers(2, 4), batch=st.integers(1, 4), classes=st.integers(2, 6), scale=st.sampled_from(MORA_SCALES))
+def test_mora_sends_a_gradient_to_images_no_member_predicts(seed, members, batch, classes, scale):
+    """Every member wrong on every image: each image's loss still has a gradient at every scale."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(classes, (batch,), generator=generator)
+    logits = torch.stack([_make_wrong(8 * torch.rand(batch, classes, generator=generator, dtype=torch.float64) - 4, labels) for _ in range(members)])
+    logits.requires_grad_(True)
+    (gradient,) = torch.autograd.grad(mora_loss(logits, labels, scale=scale).sum(), logits)
+    assert (gradient.abs().sum(dim=(0, 2)) > 0).all(), gradient
+
+
 @settings(max_examples=50, deadline=None)
 @given(magnitude=st.floats(0.01, 30.0), scale=st.sampled_from(MORA_SCALES), **shapes)
 def test_mora_does_not_depend_on_the_order_of_the_members(seed, members, batch, classes, magnitude, scale):
@@ -363,10 +390,13 @@ def test_mora_does_not_depend_on_the_order_of_the_members(seed, members, batch, 
     ids=["logits", "log-probabilities", *(f"mora-{scale}" for scale in MORA_SCALES)],
 )
 def test_every_loss_sends_a_gradient_to_every_image(trained, loss):
+    """Every image the ensemble classifies correctly, the ones no member predicts (if any) first."""
     members, test = trained
     logits = logits_of(members, test.images)
-    every_member_right = (logits.argmax(dim=-1) == test.labels).all(dim=0)
-    images, labels = test.images[every_member_right][:16], test.labels[every_member_right][:16]
+    no_member_right = ~(logits.argmax(dim=-1) == test.labels).any(dim=0)
+    right = ensemble_correct(logits, test.labels)
+    order = torch.cat([(right & no_member_right).nonzero(), (right & ~no_member_right).nonzero()]).squeeze(1)
+    images, labels = test.images[order][:16], test.labels[order][:16]
     x = images.clone().requires_grad_(True)
     (gradient,) = torch.autograd.grad(loss(Ensemble(members).eval().member_logits(x), labels).sum(), x)
     size = gradient.flatten(1).norm(dim=1)

@@ -19,7 +19,7 @@ pytest.importorskip("matplotlib")
 
 from huang2021.data.splits import Split, digits_splits
 from huang2021.evaluation import robustness
-from huang2021.evaluation.attacks import STRONG_ATTACKS, AttackSettings, craft, ensemble_classifier
+from huang2021.evaluation.attacks import STRONG_ATTACKS, AttackSettings, craft
 from huang2021.evaluation.clean import correct_on
 from huang2021.evaluation.report import REPORT
 from huang2021.evaluation.results import robust_result
@@ -102,9 +102,8 @@ def test_every_attack_lowers_the_accuracy_of_an_undefended_ensemble(run_dir, att
     images, labels = test.images[:16], test.labels[:16]
     strong = attack == "autoattack"
     settings = AttackSettings(steps=10, jsma_theta=1.0, cw_steps=10, cw_lr=0.1, cw_search_steps=1, strong_steps=10, strong_restarts=1, square_queries=10)
-    classifier = ensemble_classifier(members, "logits" if strong else "probabilities", (1, 8, 8), torch.device("cpu"))
     np.random.seed(0)
-    adversarial = craft(attack, parameter, classifier, images.numpy(), labels.numpy() if strong else None, settings, norm=norm)
+    adversarial = craft(attack, parameter, members, images.numpy(), labels.numpy() if strong else None, settings, norm=norm, device=torch.device("cpu"))
 
     assert adversarial.shape == images.shape and adversarial.min() >= 0.0 and adversarial.max() <= 1.0
     delta = (adversarial - images.numpy()).reshape(len(images), -1)
@@ -144,13 +143,19 @@ def test_every_attack_and_report_section_is_written(evaluated):
         masks = [np.asarray(results[f"strong/{attack}/inf/0.2/{method}/seed-0"]["robust"], dtype=bool) for attack in STRONG_ATTACKS]
         assert all((later <= earlier).all() for earlier, later in zip(masks, masks[1:]))
         assert results[f"strong/autoattack/inf/0.2/{method}/seed-0"]["survivors_of"] == ["pgd-strong", "pgd-probs", "mora"]
+    # The harness's first strong attack bites, under L_inf and L_2 (the sweep); each alone:
+    # test_each_strong_attack_alone_lowers_an_undefended_ensembles_accuracy.
+    for key in ("strong/pgd-strong/inf/0.2", "strong/pgd-strong/2/2"):
+        result = results[f"{key}/baseline/seed-0"]
+        assert result["robust_correct"] < result["clean_correct"], (key, result)
     # Type I: the baseline of the surrogate run for every target; Type II: the target's own method.
     surrogate = Path(results["clean/none/-/0/baseline/seed-0"]["run_dir"]).name
     assert f"transfer-I/pgd/inf/0.2/pdd (authors' scaling)/{surrogate}:baseline/seed-0" in results
     assert f"transfer-II/jsma/0/0.1/pdd (authors' scaling)/{surrogate}:pdd/seed-0" in results
     assert results["paper/pgd/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
     assert results["paper/pgd/inf/0.2/baseline/seed-0"]["labels"] == "model predictions"
-    assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["model_output"] == "averaged logits"
+    assert results["strong/pgd-strong/inf/0.2/baseline/seed-0"]["model_output"] == "averaged logits"
+    assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
     assert results["strong/pgd-probs/inf/0.2/baseline/seed-0"]["model_output"] == "averaged probabilities"
     assert results["strong/autoattack/inf/0.2/baseline/seed-0"]["labels"] == "true labels"
 
@@ -171,6 +176,15 @@ def test_every_attack_and_report_section_is_written(evaluated):
         assert f"diversity/{figure}" in report
     diversity = load_json(evaluated / "diversity" / "diversity.json")
     assert set(diversity["methods"]) == set(methods)
+
+
+@pytest.mark.parametrize("attack", STRONG_ATTACKS)
+def test_each_strong_attack_alone_lowers_an_undefended_ensembles_accuracy(run_dir, tmp_path, attack):
+    """Through the harness (``--attacks`` one strong attack, so it runs on every clean-correct image): at eps 0.2 it breaks some."""
+    evaluate.main([str(run_dir), "--out-dir", str(tmp_path / "out"), *FAST, "--attacks", attack, "--methods", "baseline"])
+    result = load_json(tmp_path / "out" / "results.json")["results"][f"strong/{attack}/inf/0.2/baseline/seed-0"]
+    assert result["survivors_of"] == [] and result["clean_correct"] >= 6
+    assert result["robust_correct"] < result["clean_correct"], result
 
 
 def test_a_rerun_skips_finished_attacks(evaluated, run_dir, authors_run_dir, monkeypatch):
@@ -292,6 +306,8 @@ def test_runs_of_several_seeds_are_evaluated_each_on_its_split_and_averaged(run_
             # Each seed's ensembles are scored on that seed's own test split.
             assert clean["robust"] == correct(members, test.images[:8], test.labels[:8]).to(torch.uint8).tolist()
             assert f"strong/pgd-probs/inf/0.2/{method}/seed-{seed}" in results
+        baseline = results[f"strong/pgd-strong/inf/0.2/baseline/seed-{seed}"]
+        assert baseline["robust_correct"] < baseline["clean_correct"], baseline
     accuracies = [results[f"paper/fgsm/inf/0.2/baseline/seed-{seed}"]["accuracy"] for seed in (0, 1)]
     report = (out_dir / REPORT).read_text()
     assert f"{100 * np.mean(accuracies):.1f} ± {100 * np.std(accuracies, ddof=1):.1f}" in report and "## Headline" in report

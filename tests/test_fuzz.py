@@ -2,7 +2,9 @@
 
 What must hold for any input: the call either returns, or raises ``ValueError``/``TypeError``
 whose message names an argument in backticks (never an ``IndexError``, ``RuntimeError`` or a
-torch internal error from deep inside); and finite floating input gives finite output.
+torch internal error from deep inside); and finite floating input gives finite output. Each
+test also makes a call that is valid by construction (:func:`valid_shapes`), which must return:
+a function that refused everything would otherwise pass.
 """
 
 from __future__ import annotations
@@ -65,11 +67,24 @@ def outputs(result: object) -> list[Tensor]:
     return []
 
 
-def check_call(function, *args, **kwargs) -> object:
-    """Call, and hold the call to the contract in this module's docstring."""
+def valid_shapes() -> st.SearchStrategy[tuple[int, int, int, int]]:
+    """``(K, B, D, seed)``: at least 2 members, at least 1 image, at least 2 units (classes), and a seed for the values."""
+    return st.tuples(st.integers(2, 4), st.integers(1, 4), st.integers(2, 4), st.integers(0, 2**16))
+
+
+def valid_members(shape: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
+    """A finite float32 ``[K, B, D]`` tensor and labels ``[B]`` in ``[0, D)``: input every function here must take."""
+    members, batch, units, seed = shape
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(members, batch, units, generator=generator), torch.randint(units, (batch,), generator=generator)
+
+
+def check_call(function, *args, must_return: bool = False, **kwargs) -> object:
+    """Call, and hold the call to the contract in this module's docstring; ``must_return``: the input is valid, so the call may not raise."""
     try:
         result = function(*args, **kwargs)
     except (ValueError, TypeError) as error:
+        assert not must_return, f"{getattr(function, '__name__', function)} refused valid input: {error}"
         assert NAMED_ARGUMENT.search(str(error)), f"{type(error).__name__} names no argument: {error}"
         return None
     inputs = [value for value in [*args, *kwargs.values()] if isinstance(value, Tensor)]
@@ -83,25 +98,38 @@ def check_call(function, *args, **kwargs) -> object:
 
 
 @SETTINGS
-@given(grads=member_tensors(dims=3), num_members=st.one_of(st.none(), st.integers(-1, 4)), eps=st.sampled_from([1e-12, 0.0, -1.0, math.nan, True]))
-def test_pairwise_gradient_functions(grads, num_members, eps):
+@given(
+    grads=member_tensors(dims=3), num_members=st.one_of(st.none(), st.integers(-1, 4)), eps=st.sampled_from([1e-12, 0.0, -1.0, math.nan, True]),
+    valid=valid_shapes(),
+)  # fmt: skip
+def test_pairwise_gradient_functions(grads, num_members, eps, valid):
+    good, _ = valid_members(valid)
     for function in (ed.dispersed_gradient_loss, ed.gradient_alignment_loss, ed.gradient_angles):
         check_call(function, grads, eps=eps, num_members=num_members)
+        check_call(function, good, must_return=True)
+        check_call(function, good, num_members=len(good), must_return=True)
 
 
 @SETTINGS
-@given(logits=member_tensors(dims=3), targets=labels(), num_members=st.one_of(st.none(), st.integers(0, 4)))
-def test_functions_of_logits_and_labels(logits, targets, num_members):
+@given(logits=member_tensors(dims=3), targets=labels(), num_members=st.one_of(st.none(), st.integers(0, 4)), valid=valid_shapes())
+def test_functions_of_logits_and_labels(logits, targets, num_members, valid):
     check_call(ed.ambiguity_entropy, logits, targets, num_members=num_members)
     check_call(ed.ensemble_cross_entropy, logits, targets, num_members=num_members)
     check_call(ed.ensemble_cross_entropy, logits, targets, member_reduction="none")
     check_call(ed.adp_regularizer, logits, targets, num_members=num_members)
+    good, good_labels = valid_members(valid)
+    for function in (ed.ambiguity_entropy, ed.ensemble_cross_entropy, ed.adp_regularizer):
+        check_call(function, good, good_labels, must_return=True)
+    check_call(ed.ensemble_cross_entropy, good, good_labels, member_reduction="none", must_return=True)
 
 
 @SETTINGS
-@given(features=member_tensors(dims=3), num_members=st.one_of(st.none(), st.integers(0, 4)))
-def test_discrimination_score(features, num_members):
+@given(features=member_tensors(dims=3), num_members=st.one_of(st.none(), st.integers(0, 4)), valid=valid_shapes())
+def test_discrimination_score(features, num_members, valid):
     check_call(ed.discrimination_score, features, num_members=num_members)
+    good, _ = valid_members(valid)
+    check_call(ed.discrimination_score, good, must_return=True)
+    check_call(ed.discrimination_score, good, num_members=len(good), must_return=True)
 
 
 @SETTINGS
@@ -113,8 +141,9 @@ def test_discrimination_score(features, num_members):
     statistics=st.sampled_from(["sample", "batch", "Sample", None]),
     sync=st.booleans(),
     features=member_tensors(dims=3),
+    valid=valid_shapes(),
 )
-def test_priority_diversified_dropout(num_members, num_intervals, alpha, beta, statistics, sync, features):
+def test_priority_diversified_dropout(num_members, num_intervals, alpha, beta, statistics, sync, features, valid):
     pdd = check_call(
         ed.PriorityDiversifiedDropout, num_members, num_intervals, alpha, beta, statistics=statistics, sync_statistics=sync
     )
@@ -122,6 +151,10 @@ def test_priority_diversified_dropout(num_members, num_intervals, alpha, beta, s
         check_call(pdd, features)
         check_call(pdd.keep_probabilities, features)
         check_call(pdd.eval(), features)
+    good, _ = valid_members(valid)
+    valid_pdd = check_call(ed.PriorityDiversifiedDropout, len(good), must_return=True)
+    for call in (valid_pdd, valid_pdd.keep_probabilities, valid_pdd.eval()):
+        check_call(call, good, must_return=True)
 
 
 @SETTINGS
@@ -187,8 +220,15 @@ def model_lists(draw) -> list[nn.Module]:
     wrap=st.booleans(),
     graph=st.booleans(),
     fraction=st.sampled_from([1.0, 0.5, 1e-3, 0.0, 2.0, math.nan]),
+    valid=valid_shapes(),
 )
-def test_gradient_penalties(models, x, y, wrap, graph, fraction):
+def test_gradient_penalties(models, x, y, wrap, graph, fraction, valid):
+    members, batch, _, seed = valid
+    torch.manual_seed(seed)
+    good_models, good_x = [Flat() for _ in range(members)], torch.randn(batch, 3)
+    good_y = torch.randint(3, (batch,))
+    for penalty in (ed.deg_penalty, ed.gal_penalty):
+        check_call(penalty, good_models, good_x, good_y, must_return=True)
     target = models
     if wrap:
         target = check_call(ed.Ensemble, models, pdd=check_call(ed.PriorityDiversifiedDropout, max(len(models), 2)))
@@ -205,14 +245,21 @@ def test_gradient_penalties(models, x, y, wrap, graph, fraction):
     combine=st.sampled_from(["probabilities", "logits", "mean"]),
     x=model_inputs(floating_only=True),
     with_pdd=st.booleans(),
+    valid=valid_shapes(),
 )
-def test_ensemble(models, head, combine, x, with_pdd):
+def test_ensemble(models, head, combine, x, with_pdd, valid):
     pdd = ed.PriorityDiversifiedDropout(max(len(models), 2)) if with_pdd else None
     ensemble = check_call(ed.Ensemble, models, pdd=pdd, head=head, combine=combine)
     if ensemble is not None:
         check_call(ensemble, x)
         check_call(ensemble.member_outputs, x)
         check_call(ensemble.member_outputs, x, per_member=True)
+    members, batch, _, seed = valid
+    torch.manual_seed(seed)
+    good = check_call(ed.Ensemble, [Flat() for _ in range(members)], pdd=ed.PriorityDiversifiedDropout(members) if with_pdd else None, must_return=True)
+    good_x = torch.randn(batch, 3)
+    for call in (good, good.member_outputs, good.member_logits):
+        check_call(call, good_x, must_return=True)
 
 
 @SETTINGS

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from huang2021.evaluation.attacks import AttackSettings
-from huang2021.evaluation.report import write_report
+from huang2021.evaluation.report import Difference, _points, write_report
 from huang2021.evaluation.results import result_key, robust_result
 from scipy import stats
 
@@ -61,6 +61,13 @@ def _strong_masks(worst: int, eps: float) -> dict[str, list[int]]:
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """The report of 7 methods x 3 training seeds."""
+    results = _seeded_results()
+    out = tmp_path_factory.mktemp("seeded")
+    return out, results, write_report(out, results, CONFIG).read_text()
+
+
+def _seeded_results() -> dict:
+    """The results of 7 methods x 3 training seeds."""
     rows = []
     for method, clean in CLEAN.items():
         for index, seed in enumerate(SEEDS):
@@ -75,8 +82,7 @@ def seeded(tmp_path_factory):
             rows.append(_result("strong", "pgd-strong", "inf", 0.4, method, _mask(int(method == "pdd" and seed == 0)), train_seed=seed))
     results = dict(rows)
     assert len(results) == len(rows)
-    out = tmp_path_factory.mktemp("seeded")
-    return out, results, write_report(out, results, CONFIG).read_text()
+    return results
 
 
 def _worst(method: str, eps: float) -> np.ndarray:
@@ -163,6 +169,29 @@ def test_the_sweep_has_error_bars_and_a_limit_on_the_mean(seeded):
     assert "| paper | PGD | 21 | 32 |" in report
 
 
+def test_the_sweep_figure_draws_the_mean_over_seeds_with_the_std_as_error_bars(tmp_path, monkeypatch):
+    """The strong sweep's points as drawn: per epsilon the mean over the seeds and, as bars, the std (ddof 1)."""
+    import matplotlib.axes
+
+    drawn = {}
+    errorbar = matplotlib.axes.Axes.errorbar
+
+    def record(axis, x, y, *args, yerr=None, **kwargs):
+        drawn.setdefault(kwargs["label"], []).append((list(x), list(y), yerr))
+        return errorbar(axis, x, y, *args, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", record)
+    write_report(tmp_path, _seeded_results(), CONFIG)
+    # One panel, the strong PGD under L_inf (the paper's PGD has no sweep results here).
+    ((xs, means, errors),) = drawn["pdd"]
+    # pdd's strong PGD keeps worst + 1 images: 6, 5, 8 of 10 at 0.1; 3, 2, 3 at 0.2; at 0.4, 1 image of seed 0 only.
+    by_eps = {0.1: [60, 50, 80], 0.2: [30, 20, 30], 0.4: [10, 0, 0]}
+    assert xs == [0.1, 0.2, 0.4]
+    np.testing.assert_allclose(means, [np.mean(by_eps[eps]) for eps in xs])
+    np.testing.assert_allclose(errors, [np.std(by_eps[eps], ddof=1) for eps in xs])
+    assert set(drawn) == set(CLEAN)
+
+
 def test_one_seed_is_a_smoke_test_not_a_result(tmp_path):
     """Results from before seeds (no ``train_seed``) are one seed: today's cells, no interval."""
     rows = [_result("clean", "none", "-", 0.0, m, _mask(c)) for m, c in (("baseline", 8), ("advt-pgd", 7), ("advt-pgd+pdd", 9))]
@@ -225,3 +254,20 @@ def test_the_report_is_built_from_results_alone(tmp_path):
     assert "| **all** |  | 14 | 21 |" in report
     assert "| PGD-100x5 logits (strong) | 0.1 |" in report and "| PGD-100x5 logits (strong) | 0.2 |" not in report
     assert "| PGD-100x5 logits L_inf | 0.2 | 0.0 (0.0) | - | - |" in report
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(-0.03, "-0.0"), (0.03, "+0.0"), (0.0, "+0.0"), (-0.0, "+0.0"), (-1e-15, "+0.0"), (-2.84, "-2.8"), (3.96, "+4.0"), (-3.96, "-4.0")],
+)
+def test_points_keep_the_sign_of_the_unrounded_value(value, text):
+    assert _points(value) == text
+
+
+def test_an_interval_that_excludes_0_by_less_than_the_rounding_prints_its_sign():
+    """Paired differences -1.46 +- 1.40: the interval -2.86 to -0.06 excludes 0, and says so in print."""
+    difference = Difference(mean=-1.46, half_width=1.40, seeds=3)
+    assert difference.significant and difference.interval() == "-2.9 to -0.1"
+    close = Difference(mean=-1.43, half_width=1.40, seeds=3)
+    assert close.significant and close.interval() == "-2.8 to -0.0"
+    assert Difference(mean=-1.37, half_width=1.40, seeds=3).interval() == "-2.8 to +0.0"

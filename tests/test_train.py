@@ -177,7 +177,7 @@ def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, flags, named):
 
 def test_unknown_method_error_lists_the_methods():
     with pytest.raises(ValueError, match="--methods") as error:
-        parse_methods("baseline,dverge")
+        parse_methods("baseline,pdd+trs")
     assert all(name in str(error.value) for name in METHODS)
 
 

@@ -9,15 +9,19 @@
 - :func:`trs_terms`, :func:`trs_perturbation`: TRS (Yang et al. 2021); :func:`feature_distillation`,
   :func:`dverge_loss`: DVERGE (Yang et al. 2020), peer defences.
 - :class:`Ensemble`, :func:`ensemble_cross_entropy`: the ensemble (PDD between any K
-  classifiers' bodies and heads) and its loss (eq. 1).
+  classifiers' bodies and heads) and its loss (eq. 1); :class:`EnsembleMembers`, its members'
+  forward as the module to wrap in DistributedDataParallel or ``torch.compile``.
 - :class:`VectorizedMembers`: K members of one architecture run as one ``torch.func.vmap`` call.
+- :mod:`~ensemble_diversity.attacks`: how robust is the ensemble? Ensemble-aware attacks and
+  the worst case over them (:func:`~ensemble_diversity.attacks.evaluate_robustness`).
 """
 
+from . import attacks
 from ._checks import NonFiniteError
 from .adp import ADPRegularizer, adp_regularizer
 from .deg import GradientPenalty, deg_penalty, dispersed_gradient_loss, member_input_gradients, member_inputs
 from .dverge import CrossTraining, distillation_features, draw_layer, dverge_loss, feature_distillation
-from .ensemble import Ensemble, MemberOutputs
+from .ensemble import Ensemble, EnsembleMembers, MemberOutputs
 from .ensemble_loss import ensemble_cross_entropy
 from .gal import gal_penalty, gradient_alignment_loss
 from .metrics import ambiguity_entropy, discrimination_score, gradient_angles
@@ -29,6 +33,7 @@ __all__ = [
     "ADPRegularizer",
     "CrossTraining",
     "Ensemble",
+    "EnsembleMembers",
     "GradientPenalty",
     "MemberOutputs",
     "NonFiniteError",
@@ -38,6 +43,7 @@ __all__ = [
     "VectorizedMembers",
     "adp_regularizer",
     "ambiguity_entropy",
+    "attacks",
     "default_num_intervals",
     "deg_penalty",
     "discrimination_score",

@@ -8,6 +8,7 @@ type or dtype), never with ``assert``, which vanishes under ``python -O``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -202,6 +203,61 @@ def check_member_logits(
         check_finite(logits, "member_logits")
         check_label_range(targets, "targets", logits.shape[2])
     return logits
+
+
+def check_distinct_members(models: Sequence[nn.Module]) -> None:
+    """Refuse one module object twice among the members; warn when members share parameters.
+
+    ``[model] * 3`` is one model three times: DEG would compare a model with itself and PDD
+    would steer one model three ways. Shared parameters (a shared body, say) may be meant, so
+    they only warn.
+    """
+    seen: dict[int, int] = {}
+    for k, model in enumerate(models):
+        first = seen.setdefault(id(model), k)
+        if first != k:
+            raise ValueError(
+                f"Expected argument `models` to hold K distinct modules, but `models[{k}]` is `models[{first}]` "
+                "(the same object, as in [model] * K); build each member separately, e.g. "
+                "[make_model() for _ in range(K)] or copy.deepcopy(model) (then re-initialise it)"
+            )
+    owners: dict[int, int] = {}
+    for k, model in enumerate(models):
+        for name, parameter in model.named_parameters():
+            owner = owners.setdefault(id(parameter), k)
+            if owner != k:
+                warnings.warn(
+                    f"`models[{k}]` shares its parameter {name!r} with `models[{owner}]`: the members are not "
+                    "independent models (intended for a shared body; otherwise build each member separately)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return
+
+
+def check_batch_axis(models: Iterable[nn.Module], x: Tensor) -> None:
+    """Name a missing batch axis: ``x`` with one dimension less than the members' first layer takes.
+
+    ``nn.Conv2d`` accepts an unbatched ``[C, H, W]`` and ``nn.Linear`` a ``[F]``, so without this
+    one image runs as a batch of something else and the error surfaces later, blaming ``y`` or
+    the head. The first ``nn.Linear`` or convolution registered in the first model decides.
+    """
+    for model in models:
+        for module in model.modules():
+            if isinstance(module, nn.modules.conv._ConvNd):
+                batched, layer = len(module.kernel_size) + 2, type(module).__name__
+            elif isinstance(module, nn.Linear):
+                batched, layer = 2, "Linear"  # a SplitHead is the model's own nn.Linear
+            else:
+                continue
+            if x.dim() == batched - 1:
+                raise ValueError(
+                    f"Expected argument `x` to have a batch axis, [B, ...] with {batched} dimensions for the members' "
+                    f"first layer (nn.{layer}), but got shape {tuple(x.shape)}: for one sample, pass "
+                    "x.unsqueeze(0) (and its label as a [1] tensor)"
+                )
+            return
+        return
 
 
 def check_member_placement(models: Iterable[nn.Module], x: Tensor) -> None:

@@ -48,20 +48,20 @@ from torch import Tensor, nn
 from ensemble_diversity._checks import (
     MemberTensors,
     NonFiniteError,
+    check_batch_axis,
     check_eps,
     check_finite,
     check_floating,
     check_label_range,
     check_labels,
-    check_member_placement,
     check_min_dim,
     check_ndim,
     check_nonempty,
     finite_check_wanted,
     stack_members,
 )
+from ensemble_diversity._members import resolve_members, warn_if_not_training
 from ensemble_diversity._pairwise import pairwise_cosines
-from ensemble_diversity.ensemble import Ensemble
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(logits [B, ...], y) -> scalar``, one member's loss on the batch."""
@@ -197,7 +197,7 @@ def member_input_gradients(
 
 
 def deg_penalty(
-    models: Sequence[nn.Module] | Ensemble,
+    models: Sequence[nn.Module] | nn.Module,
     x: Tensor,
     y: Tensor,
     *,
@@ -228,7 +228,13 @@ def deg_penalty(
 
     Args:
         models: K >= 2 modules (architectures may differ), each mapping ``x`` to logits
-            ``[B, L]`` of the same shape, or an :class:`~ensemble_diversity.Ensemble` of them.
+            ``[B, L]`` of the same shape, or an :class:`~ensemble_diversity.Ensemble` of them, or
+            (for ``DistributedDataParallel`` or ``torch.compile``) an
+            :class:`~ensemble_diversity.EnsembleMembers` of it inside the wrapper: every forward
+            then goes through the wrapper, so DDP all-reduces the gradients. An ``Ensemble``
+            inside DDP is refused (its gradients would not be synced). A ``torch.compile``
+            wrapper is peeled off and the module beneath runs eagerly: torch.compile does not
+            support double backward. The same module twice is refused.
         x: ``[B, ...]`` (batch, input dimensions), floating. It is never modified and its
             ``requires_grad`` flag is left as it was: if it does not require grad, a detached
             copy that does is differentiated instead; if it does (e.g. it is itself the output
@@ -249,6 +255,9 @@ def deg_penalty(
 
     Returns:
         :class:`GradientPenalty` ``(penalty, logits [K, B, L], losses [K])``.
+
+    Warns (``UserWarning``) when ``create_graph`` is True and a member or PDD is in eval mode:
+    a training step would then train with BatchNorm's running statistics and without PDD.
 
     Notes:
         The per-sample gradient of a batch-reduced loss is that sample's own gradient only
@@ -273,7 +282,7 @@ def _validated_gradients(grads: MemberTensors, name: str, num_members: int | Non
 
 
 def _gradient_penalty(
-    models: Sequence[nn.Module] | Ensemble,
+    models: Sequence[nn.Module] | nn.Module,
     x: Tensor,
     y: Tensor,
     loss_fn: LossFn,
@@ -284,37 +293,29 @@ def _gradient_penalty(
     """Forward each member once, take its input gradient on the penalised samples, and reduce
     the ``[K, n, ...]`` gradients to a scalar with ``reduce_pairs`` (eq. 3 for DEG, log-sum-exp
     for GAL)."""
-    members = models if isinstance(models, Ensemble) else _member_list(models)
-    if isinstance(models, Ensemble) and models.num_members < 2:
-        raise ValueError(
-            f"Expected argument `models` to hold at least 2 members (a gradient penalty compares pairs), "
-            f"but the Ensemble has {models.num_members}"
-        )
+    members = resolve_members(models, double_backward=create_graph)
     _check_input(x)
+    check_batch_axis(members.modules[:1], x)
     if create_graph:
-        _check_double_backward(list(members.members) if isinstance(members, Ensemble) else members)
+        _check_double_backward(members.modules)
+        warn_if_not_training(members, "a gradient penalty")
     default_ce = loss_fn is F.cross_entropy
+    if default_ce:
+        _check_class_index_labels(y, x)
     if default_ce and not (isinstance(y, Tensor) and y.is_floating_point()):
         check_labels(y, "y", x.shape[0])
         y = y.long()  # cross-entropy takes int64 class indices only
 
     penalised = _penalised_samples(x.shape[0], penalty_fraction)
     # One input per member (views of x, no copy): one backward pass gives all K gradients.
-    num_members = members.num_members if isinstance(members, Ensemble) else len(members)
-    stacked_inputs = member_inputs(x[:penalised], num_members)
-    inputs: Tensor | list[Tensor] = stacked_inputs
-    if isinstance(members, Ensemble):
-        # The ensemble runs member k on inputs[k], through PDD in training mode.
-        logits = list(members.member_logits(stacked_inputs, per_member=True).unbind(0))
-        rest = members.member_logits(x[penalised:]).unbind(0) if penalised < x.shape[0] else ()
-    else:
-        check_member_placement(members, x)
-        # As separate tensors, each member's use of its input is checked.
-        inputs = list(stacked_inputs.unbind(0))
-        logits = [model(member_input) for model, member_input in zip(members, inputs)]
-        rest = tuple(model(x[penalised:]) for model in members) if penalised < x.shape[0] else ()
+    stacked_inputs = member_inputs(x[:penalised], members.num_members)
+    # Members run on their own (a list) get their inputs as separate tensors, so each member's
+    # use of its input is checked; an Ensemble runs member k on stacked_inputs[k] itself.
+    inputs: Tensor | list[Tensor] = stacked_inputs if members.ensemble is not None else list(stacked_inputs.unbind(0))
+    logits = members.member_logits(inputs, per_member=True)
+    # The samples outside the penalised part run as a plain forward: no input gradient.
+    rest = members.member_logits(x[penalised:], per_member=False) if penalised < x.shape[0] else []
     if rest:
-        # The samples outside the penalised part run as a plain forward: no input gradient.
         logits = [torch.cat([part, other]) for part, other in zip(logits, rest)]
     _check_logits(logits, x.shape[0])
     if default_ce:
@@ -418,27 +419,27 @@ def _check_differentiable_input(inputs: Tensor, inputs_name: str) -> None:
         )
 
 
-def _member_list(models: Sequence[nn.Module]) -> list[nn.Module]:
-    if isinstance(models, nn.Module) and not isinstance(models, nn.ModuleList):
-        raise TypeError(
-            f"Expected argument `models` to be a sequence of K >= 2 nn.Module members, but got a "
-            f"single {type(models).__name__}; pass a list (or nn.ModuleList) of the members"
-        )
-    if not isinstance(models, (Sequence, nn.ModuleList)):
-        raise TypeError(
-            f"Expected argument `models` to be a sequence of K >= 2 nn.Module members, but got "
-            f"{type(models).__name__}"
-        )
-    members = list(models)
-    if len(members) < 2:
+def _check_class_index_labels(y: Tensor, x: Tensor) -> None:
+    """Name the slips the default cross-entropy's own errors misattribute: float class indices
+    (``y.long()``) and a single sample without its batch axis (``x.unsqueeze(0)``)."""
+    if isinstance(y, Tensor) and y.dim() == 0:
         raise ValueError(
-            f"Expected argument `models` to hold at least 2 members (a gradient penalty compares "
-            f"pairs), but got {len(members)}"
+            f"Expected argument `y` to hold class indices [B], but got one label (shape ()): for one sample, pass "
+            f"x.unsqueeze(0) and y.reshape(1) (x has shape {tuple(x.shape)})"
         )
-    for k, member in enumerate(members):
-        if not isinstance(member, nn.Module):
-            raise TypeError(f"Expected every entry of `models` to be an nn.Module, but `models[{k}]` is {type(member).__name__}")
-    return members
+    if not isinstance(y, Tensor) or y.dim() != 1:
+        return
+    if y.is_floating_point():
+        raise TypeError(
+            f"Expected argument `y` to hold class indices [B] of an integer dtype (or class probabilities "
+            f"[B, L]), but got {y.dtype} of shape {tuple(y.shape)}: pass y.long()"
+        )
+    if x.dim() >= 2 and y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"Expected argument `y` to hold one label per sample of `x` (B = x.shape[0] = {x.shape[0]}), but got "
+            f"shape {tuple(y.shape)}: if `x` (shape {tuple(x.shape)}) is one sample without its batch axis, pass "
+            f"x.unsqueeze(0); otherwise `y` does not match the batch"
+        )
 
 
 def _check_input(x: Tensor) -> None:

@@ -12,11 +12,11 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_member_placement
-from ._split import SplitHead, final_linear_path, split_model
+from ._checks import check_batch_axis, check_distinct_members, check_member_placement
+from ._split import WRAPPER_ADVICE, SplitHead, check_head_is_last, final_linear_path, split_model
 from .pdd import PriorityDiversifiedDropout
 
-__all__ = ["Ensemble", "MemberOutputs"]
+__all__ = ["Ensemble", "EnsembleMembers", "MemberOutputs"]
 
 _COMBINES = ("probabilities", "logits")
 
@@ -57,7 +57,15 @@ class Ensemble(nn.Module):
     behaviour are unchanged. In training mode with ``pdd``, :meth:`member_logits` runs the K
     bodies, drops units of the stacked features ``[K, B, C]`` with ``pdd`` (Algorithm 1,
     eq. 2), then the K heads: one forward per member. In eval mode PDD is the identity and the
-    members run whole. The head must be the model's last operation (its output is the logits).
+    members run whole. The head must be the model's last operation (its output is the logits):
+    every body pass checks that the model returns the very tensor its head returned, and an
+    operation after the head, a head called twice or never, or a tuple or dict output is
+    refused with the fix (``docs/api.md``, "Models Ensemble can split").
+
+    **Training with DDP.** Wrap :class:`EnsembleMembers` (``forward`` is
+    :meth:`member_outputs`), not the ensemble: DDP syncs gradients only for a forward through
+    itself. **Saving.** ``torch.save(ensemble.state_dict(), path)``; to load, rebuild the same
+    models and ``Ensemble`` and call ``load_state_dict(torch.load(path))``.
 
     Args:
         models: K >= 1 modules, each mapping ``x`` to logits ``[B, L]`` of one shared shape.
@@ -112,6 +120,7 @@ class Ensemble(nn.Module):
                     f"Expected argument `models` to hold nn.Module instances, but model {index} is "
                     f"{type(member).__name__}"
                 )
+        check_distinct_members(members)
         if pdd is not None:
             if not isinstance(pdd, PriorityDiversifiedDropout):
                 raise TypeError(f"Expected argument `pdd` to be a PriorityDiversifiedDropout or None, but got {type(pdd).__name__}")
@@ -152,6 +161,7 @@ class Ensemble(nn.Module):
             raise TypeError(f"Expected argument `x` to be a tensor, but got {type(x).__name__}")
         check_member_placement(self.members, x)
         if not per_member:
+            check_batch_axis(self.members[:1], x)
             return [x] * self.num_members
         if x.dim() < 2 or x.shape[0] != self.num_members:
             raise ValueError(
@@ -197,9 +207,13 @@ class Ensemble(nn.Module):
         """Member ``index`` run up to its head (at ``path``): ``[B, C]``, the head's input."""
         head = self._heads[index]
         advice = "the head must be the model's last operation: name the final nn.Linear with `head=`"
-        head.passthrough = True
+        model = self.members[index]
+        # Each pass checks that the model returns what its head returned (free: an identity
+        # test), except while torch.compile traces, where the check has been made eagerly.
+        returned: list[Tensor] | None = None if torch.compiler.is_compiling() else []
+        head.passthrough, head.returned = True, returned
         try:
-            features = self.members[index](x)
+            features = model(x)
         except RuntimeError as error:
             # Either `x` does not suit the model, or a head that is not the last layer handed the
             # body's output to layers built for the head's.
@@ -208,7 +222,9 @@ class Ensemble(nn.Module):
                 f"either `x` does not suit the model, or {advice}"
             ) from error
         finally:
-            head.passthrough = False
+            head.passthrough, head.returned = False, None
+        if returned is not None:
+            check_head_is_last(path, index, features, returned)
         if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[1] != head.in_features:
             got = f"shape {tuple(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
             raise ValueError(
@@ -231,9 +247,15 @@ class Ensemble(nn.Module):
 
     def _stacked_logits(self, outputs: list[Tensor]) -> Tensor:
         for index, output in enumerate(outputs):
+            if isinstance(output, (tuple, list, dict)):
+                raise ValueError(
+                    f"Expected model {index} of `models` to return logits [B, L], but it returned a "
+                    f"{type(output).__name__}; {WRAPPER_ADVICE}"
+                )
             if not isinstance(output, Tensor) or output.dim() != 2:
                 got = f"shape {tuple(output.shape)}" if isinstance(output, Tensor) else type(output).__name__
-                raise ValueError(f"Expected model {index} of `models` to return logits [B, L], but it returned {got}")
+                hint = "; is `x` missing its batch axis? pass x.unsqueeze(0)" if isinstance(output, Tensor) and output.dim() == 1 else ""
+                raise ValueError(f"Expected model {index} of `models` to return logits [B, L], but it returned {got}{hint}")
             if output.shape != outputs[0].shape:
                 raise ValueError(
                     f"Expected every model of `models` to return one shape, but model {index} returned "
@@ -254,3 +276,39 @@ class Ensemble(nn.Module):
 
     def extra_repr(self) -> str:
         return f"combine={self.combine!r}, num_members={self.num_members}, heads={self.heads}"
+
+
+class EnsembleMembers(nn.Module):
+    """The module to wrap in ``DistributedDataParallel`` or ``torch.compile`` for training: ``forward`` is
+    :meth:`Ensemble.member_outputs`.
+
+    DDP synchronises gradients only for a forward through the wrapped module itself, and
+    :meth:`Ensemble.forward` averages the members' probabilities, while a training step needs
+    the members' outputs ``[K, B, L]``. Wrap this instead, and give the wrapper to
+    :func:`~ensemble_diversity.deg_penalty` or :func:`~ensemble_diversity.gal_penalty` (which
+    then run every forward through it), or call it in your own loop::
+
+        train_model = DistributedDataParallel(EnsembleMembers(ensemble))
+        out = deg_penalty(train_model, x, y)            # gradients all-reduced, PDD in between
+        logits = train_model(x).logits                  # [K, B, L], for a loss of your own
+
+    It holds no parameters of its own: ``state_dict`` keys are the ensemble's under
+    ``ensemble.``; save and load the :class:`Ensemble` itself.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> ensemble = Ensemble([nn.Linear(4, 3) for _ in range(2)], pdd=PriorityDiversifiedDropout(2))
+        >>> outputs = EnsembleMembers(ensemble)(torch.randn(5, 4))
+        >>> outputs.features.shape, outputs.logits.shape
+        (torch.Size([2, 5, 4]), torch.Size([2, 5, 3]))
+    """
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        super().__init__()
+        if not isinstance(ensemble, Ensemble):
+            raise TypeError(f"Expected argument `ensemble` to be an Ensemble, but got {type(ensemble).__name__}")
+        self.ensemble = ensemble
+
+    def forward(self, x: Tensor, *, per_member: bool = False) -> MemberOutputs:
+        """:meth:`Ensemble.member_outputs`: ``(features [K, B, C], logits [K, B, L])``."""
+        return self.ensemble.member_outputs(x, per_member=per_member)

@@ -32,7 +32,6 @@ from ensemble_diversity.deg import (
     _gradient_penalty,
     _validated_gradients,
 )
-from ensemble_diversity.ensemble import Ensemble
 
 
 def gradient_alignment_loss(grads: MemberTensors, *, eps: float = 1e-12, num_members: int | None = None) -> Tensor:
@@ -69,7 +68,7 @@ def _alignment(grads: Tensor, eps: float) -> Tensor:
 
 
 def gal_penalty(
-    models: Sequence[nn.Module] | Ensemble,
+    models: Sequence[nn.Module] | nn.Module,
     x: Tensor,
     y: Tensor,
     *,
@@ -96,7 +95,8 @@ def gal_penalty(
     Args:
         models: K >= 2 modules (architectures may differ), each mapping ``x`` to logits
             ``[B, L]`` of the same shape, or an :class:`~ensemble_diversity.Ensemble` of them
-            (through its PDD in training mode, as with ``deg_penalty``).
+            (through its PDD in training mode), or an :class:`~ensemble_diversity.EnsembleMembers`
+            inside ``DistributedDataParallel`` or ``torch.compile``, as with ``deg_penalty``.
         x: ``[B, ...]``, floating; never modified, and its ``requires_grad`` flag is left as it
             was (see :func:`~ensemble_diversity.deg.deg_penalty`).
         y: targets passed to ``loss_fn`` (class indices ``[B]`` for the default cross-entropy).

@@ -155,6 +155,14 @@ class PriorityDiversifiedDropout(nn.Module):
             code, kept units pass unchanged (``features * mask``): the head then trains on
             about a fifth of the feature mass and meets all of it at test time (on digits:
             86.7 % clean accuracy for PDD against 98.1 % rescaled; see ``docs/method.md``).
+        rescale_floor: with ``rescale``, kept units are divided by ``max(keep rate, rescale_floor)``
+            instead of the keep rate, in [0, 1]. 0 (default) is exact inverted dropout: every
+            unit's expectation is its input. Outside a member's priority interval eq. 2's rates
+            are at most ``beta`` and can come close to 0, so a kept unit there is multiplied by
+            1/keep rate (10 to several hundred at ``beta=0.1``; measured in ``docs/method.md``,
+            "How much PDD's rescaling amplifies"); a floor caps that factor at
+            ``1 / rescale_floor``, at the price of shrinking the expectation of the units whose
+            rate lies below it (by ``keep rate / rescale_floor``).
         sync_statistics: under ``torch.distributed``, all-reduce [u, v] and the counts so every
             rank uses the statistics of the global batch. Needs ``statistics="batch"``:
             per-sample statistics never depend on other samples, so ranks already agree.
@@ -202,6 +210,7 @@ class PriorityDiversifiedDropout(nn.Module):
         *,
         statistics: Statistics = "sample",
         rescale: bool = True,
+        rescale_floor: float = 0.0,
         sync_statistics: bool = False,
         check_finite: bool | None = None,
     ) -> None:
@@ -217,6 +226,12 @@ class PriorityDiversifiedDropout(nn.Module):
             )
         check_probability(alpha, "alpha")
         check_probability(beta, "beta")
+        check_probability(rescale_floor, "rescale_floor")
+        if rescale_floor > 0 and not rescale:
+            raise ValueError(
+                "Expected argument `rescale_floor` to be 0 when rescale=False (it bounds the rescaling, which is off), "
+                f"but got rescale_floor={rescale_floor!r}"
+            )
         if statistics not in ("sample", "batch"):
             raise ValueError(f"Expected argument `statistics` to be one of ['sample', 'batch'], but got {statistics!r}")
         if sync_statistics and statistics != "batch":
@@ -230,6 +245,7 @@ class PriorityDiversifiedDropout(nn.Module):
         self.beta = float(beta)
         self.statistics = statistics
         self.rescale = rescale
+        self.rescale_floor = float(rescale_floor)
         self.sync_statistics = sync_statistics
         self.check_finite = check_finite
         self.register_buffer("priority_counts", torch.zeros(num_members, num_intervals, dtype=torch.long))
@@ -238,11 +254,12 @@ class PriorityDiversifiedDropout(nn.Module):
         return (
             f"num_members={self.num_members}, num_intervals={self.num_intervals}, alpha={self.alpha}, "
             f"beta={self.beta}, statistics={self.statistics!r}, rescale={self.rescale}, "
-            f"sync_statistics={self.sync_statistics}"
+            + (f"rescale_floor={self.rescale_floor}, " if self.rescale_floor else "")
+            + f"sync_statistics={self.sync_statistics}"
         )
 
     def _settings(self) -> dict[str, Any]:
-        return {
+        settings: dict[str, Any] = {
             "num_members": self.num_members,
             "num_intervals": self.num_intervals,
             "alpha": self.alpha,
@@ -250,13 +267,22 @@ class PriorityDiversifiedDropout(nn.Module):
             "statistics": self.statistics,
             "rescale": self.rescale,
         }
+        # Stored only when set, so states saved before the option existed (and without it) still load.
+        if self.rescale_floor:
+            settings["rescale_floor"] = self.rescale_floor
+        return settings
 
     def get_extra_state(self) -> dict[str, Any]:
         return self._settings()
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         """Refuse a state saved with other settings: its counts would describe another PDD."""
-        differing = {key: (value, state.get(key)) for key, value in self._settings().items() if state.get(key) != value}
+        mine = self._settings()
+        keys = list(mine) + [key for key in state if key not in mine]
+        # A setting stored only when set (rescale_floor) is at its default when absent.
+        defaults = {"rescale_floor": 0.0}
+        pairs = {key: (mine.get(key, defaults.get(key)), state.get(key, defaults.get(key))) for key in keys}
+        differing = {key: pair for key, pair in pairs.items() if pair[0] != pair[1]}
         if differing:
             detail = ", ".join(f"{key}: module has {mine!r}, state has {theirs!r}" for key, (mine, theirs) in differing.items())
             raise ValueError(f"Expected argument `state_dict` to come from a PDD with the same settings, but {detail}")
@@ -296,9 +322,13 @@ class PriorityDiversifiedDropout(nn.Module):
         return self.priority_statistics(features).keep_rate
 
     def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
-        """Training mode: ``features`` times a Bernoulli keep mask drawn from eq. 2; eval mode: ``features``.
+        """Training mode: ``features`` with units dropped by a Bernoulli mask drawn from eq. 2; eval mode: ``features``.
 
-        Gradients flow to the kept units only (the mask is a constant).
+        With ``rescale=True`` (default) each kept unit is divided by its keep rate (by
+        ``max(keep rate, rescale_floor)``), so its expectation is its input, as in
+        :class:`torch.nn.Dropout`; with ``rescale=False`` (the authors' code) it passes unchanged,
+        ``features * mask``. Dropped units are 0 either way. Gradients flow to the kept units only
+        (the mask and the keep rates are constants).
         """
         stacked = self._validated(features)
         if not self.training:
@@ -318,7 +348,7 @@ class PriorityDiversifiedDropout(nn.Module):
         mask = torch.bernoulli(stats.keep_rate)
         if self.rescale:
             # A unit with keep rate 0 is never kept, so its 0/0 is replaced by 0.
-            mask = mask / stats.keep_rate.clamp_min(torch.finfo(stats.keep_rate.dtype).tiny)
+            mask = mask / stats.keep_rate.clamp_min(max(self.rescale_floor, torch.finfo(stats.keep_rate.dtype).tiny))
         with torch.no_grad():
             tally = torch.zeros_like(self.priority_counts)
             tally.scatter_add_(1, stats.priority_interval, torch.ones_like(stats.priority_interval))

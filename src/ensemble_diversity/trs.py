@@ -51,16 +51,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_diversity._checks import check_finite, finite_check_wanted
+from ensemble_diversity._members import resolve_members
 from ensemble_diversity._pairwise import pairwise_cosines
 from ensemble_diversity.deg import (
     LossFn,
     _check_double_backward,
     _check_input,
     _gradient_penalty,
-    _member_list,
     _per_member_gradients,
 )
-from ensemble_diversity.ensemble import Ensemble
+from ensemble_diversity.ensemble import Ensemble, EnsembleMembers
 
 __all__ = ["TRSTerms", "trs_perturbation", "trs_terms"]
 
@@ -249,12 +249,19 @@ def _squared_gradient_norms(members: list[nn.Module] | Ensemble, point: Tensor, 
 
 
 def _checked_models(models: Sequence[nn.Module] | Ensemble) -> list[nn.Module] | Ensemble:
-    """``models`` as the member list or the Ensemble itself, with K >= 2 checked."""
-    if isinstance(models, Ensemble):
-        if models.num_members < 2:
-            raise ValueError(f"Expected argument `models` to hold at least 2 members, but the Ensemble has {models.num_members}")
-        return models
-    return _member_list(models)
+    """``models`` as the member list or the Ensemble itself, resolved and checked as every penalty's (K >= 2, distinct members).
+
+    These functions call the members themselves, past any DistributedDataParallel wrapper, so
+    one is refused rather than silently left out of the gradient sync.
+    """
+    resolved = resolve_members(models)
+    if resolved.call is not None and not isinstance(resolved.call, EnsembleMembers):
+        raise TypeError(
+            f"Expected argument `models` to be the members or the Ensemble itself, but got one inside {type(resolved.call).__name__}: "
+            "the TRS and DVERGE functions run the members directly, outside its gradient sync; pass the unwrapped "
+            "ensemble and average the members' gradients across ranks after backward (examples/huang2021/training does)"
+        )
+    return resolved.ensemble if resolved.ensemble is not None else resolved.modules
 
 
 def _check_number(value: float, name: str, *, minimum: float, maximum: float = math.inf) -> None:

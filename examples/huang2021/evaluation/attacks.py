@@ -13,8 +13,10 @@ Two protocols attack the same ensembles (Huang et al., AAAI 2021, "Attack Method
   al. 2018) and 5 random restarts on the members' **averaged logits**, the same PGD on the log
   of their **averaged probabilities** (what the ensemble decides on), a MORA-style attack on
   the **members** with per-member reweighting (Yu, Gao and Xu 2022), all three in plain torch
-  (:mod:`.ensemble_pgd`), then AutoAttack on the averaged logits (Croce & Hein 2020, standard
-  version as closely as ART allows, see :func:`auto_attack`).
+  (:mod:`.ensemble_pgd`), then AutoAttack (Croce & Hein 2020, standard version as closely as
+  ART allows, see :func:`auto_attack`) on the ensemble's own logits, the **log of its averaged
+  probabilities**: every attack decides which images are still robust, and which iterate broke
+  one, by what the ensemble decides on, never by the argmax of another output.
 
 Every ART attack takes and returns numpy arrays ``[B, 1, 8, 8]`` in [0, 1] (ART's interface).
 """
@@ -41,8 +43,9 @@ from torch import Tensor, nn
 from ensemble_diversity import Ensemble
 
 from ..settings import AT_LEAST_ONE, flag
+from .ensemble_pgd import log_averaged_probabilities
 
-Output = Literal["probabilities", "logits"]
+Output = Literal["probabilities", "log-probabilities"]
 
 PAPER_ATTACKS = ("fgsm", "bim", "pgd", "jsma", "cw")
 """Table 2's white-box attacks, in its row order."""
@@ -99,20 +102,41 @@ class _LogProbabilityNLL(nn.NLLLoss):
         return F.nll_loss(torch.log(probabilities.clamp_min(1e-30)), labels)
 
 
+class _LogAveragedProbabilities(nn.Module):
+    """The ensemble's logits: ``[B, *input_shape]`` -> the log of the members' averaged probabilities ``[B, L]``.
+
+    Their softmax is the averaged probabilities and their argmax the ensemble's decision, so an
+    attack that needs logits (DLR, a logit margin) and decides success by their argmax (ART's
+    APGD and Square do, per image) decides as the ensemble does. The members' averaged logits
+    would not: members' logits [0, 20, 0], [5, 0, 0], [5, 0, 0] average to class 1, their
+    probabilities [0.658, 0.338, 0.004] to class 0.
+    """
+
+    def __init__(self, members: nn.ModuleList) -> None:
+        super().__init__()
+        self.ensemble = Ensemble(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return log_averaged_probabilities(self.ensemble.member_logits(x))
+
+
 def ensemble_classifier(
     members: nn.ModuleList, output: Output, input_shape: tuple[int, ...], device: torch.device
 ) -> PyTorchClassifier:
     """ART's view of the whole ensemble: ``[B, *input_shape]`` in [0, 1] -> ``[B, L]``.
 
     ``output="probabilities"``: the members' averaged softmax (the paper's ensemble, what the
-    authors attack), loss NLL of its log. ``output="logits"``: the members' averaged logits,
-    loss cross-entropy, for attacks that need logits (DLR, a logit margin) and whose gradients
-    a saturated softmax would not shrink.
+    authors attack), loss NLL of its log. ``output="log-probabilities"``: their log, the
+    ensemble's logits (:class:`_LogAveragedProbabilities`), loss cross-entropy (the same NLL,
+    as the log-sum-exp of these logits is 0), for attacks that need logits; its gradient stays
+    finite where a probability underflows. Both decide by the ensemble's decision.
     """
-    ensemble = Ensemble(members, combine=output).to(device).eval()
+    if output not in ("probabilities", "log-probabilities"):
+        raise ValueError(f"Expected output to be 'probabilities' or 'log-probabilities', but got {output!r}")
+    model: nn.Module = Ensemble(members) if output == "probabilities" else _LogAveragedProbabilities(members)
     loss: nn.Module = _LogProbabilityNLL() if output == "probabilities" else nn.CrossEntropyLoss()
     return PyTorchClassifier(
-        model=ensemble,
+        model=model.to(device).eval(),
         loss=loss,
         input_shape=tuple(input_shape),
         nb_classes=members[0].head.out_features,
@@ -124,21 +148,25 @@ def ensemble_classifier(
 def craft(
     attack: str,
     parameter: float,
-    classifier: PyTorchClassifier,
+    members: nn.ModuleList,
     images: np.ndarray,
     labels: np.ndarray | None,
     settings: AttackSettings,
     *,
+    device: torch.device,
     norm: float = np.inf,
 ) -> np.ndarray:
-    """Adversarial versions of ``images`` ``[B, C, H, W]`` against ``classifier``.
+    """Adversarial versions of ``images`` ``[B, C, H, W]`` against the ensemble of ``members`` (on ``device``).
 
-    ``labels`` ``[B]``: None lets ART take the classifier's predictions (the paper protocol);
-    the true labels for AutoAttack. ``norm`` applies to FGSM, BIM, PGD and AutoAttack (np.inf or 2).
-    The strong protocol's PGD and MORA are :mod:`.ensemble_pgd`'s, not ART's.
+    The paper protocol's attacks get the averaged probabilities (the authors' code), AutoAttack
+    their log, the ensemble's logits (:func:`ensemble_classifier`). ``labels`` ``[B]``: None
+    lets ART take the classifier's predictions (the paper protocol); the true labels for
+    AutoAttack. ``norm`` applies to FGSM, BIM, PGD and AutoAttack (np.inf or 2). The strong
+    protocol's PGD and MORA are :mod:`.ensemble_pgd`'s, not ART's.
     """
     x = images.astype(np.float32)
     batch = settings.batch_size
+    classifier = ensemble_classifier(members, "log-probabilities" if attack == "autoattack" else "probabilities", x.shape[1:], device)
     if attack == "fgsm":
         art_attack: Any = FastGradientMethod(classifier, norm=norm, eps=parameter, num_random_init=0, batch_size=batch)
     elif attack in ("bim", "pgd"):
@@ -183,6 +211,11 @@ def auto_attack(
 ) -> np.ndarray:
     """AutoAttack's standard version (Croce & Hein 2020) from ART's attacks, FAB-T left out.
 
+    ``classifier``: the ensemble's logits, ``ensemble_classifier(..., "log-probabilities")``: ART's
+    attacks and :class:`_Unbroken` judge an image robust by their argmax, which must be the
+    ensemble's decision (with the averaged logits, an image they misclassify but the ensemble
+    does not would never be attacked, and a candidate fooling only them would end the sequence).
+
     Standard AutoAttack runs, each on the images that all earlier attacks failed on and each
     from the clean image: APGD-CE (100 iterations, no restart), APGD-T (DLR loss, targeted in
     turn at the 9 classes with the highest clean logits after the top one, 100 iterations
@@ -226,7 +259,9 @@ class _Unbroken:
     """A sequence of attacks on the same images: which are still classified correctly, and the adversarial images so far.
 
     ``images`` ``[B, C, H, W]``; ``labels`` ``[B]``, or None for the classifier's predictions.
-    An image counts as broken once it is misclassified, whatever an attack aimed at.
+    An image counts as broken once it is misclassified, whatever an attack aimed at, by the
+    argmax of ``classifier``'s output: the ensemble's decision when that output is the log of
+    the averaged probabilities (:func:`ensemble_classifier`).
     """
 
     def __init__(self, classifier: PyTorchClassifier, images: np.ndarray, labels: np.ndarray | None, batch_size: int) -> None:

@@ -105,8 +105,14 @@ def _worst_case(results: Results, eps: float, method: str) -> Cell:
 
 
 def _points(value: float) -> str:
-    """Signed accuracy points to one decimal; ``+ 0.0`` turns the -0.0 of a mean of float differences that cancel into +0.0."""
-    return f"{round(value, 1) + 0.0:+.1f}"
+    """Signed accuracy points to one decimal, with the sign of the unrounded value.
+
+    An interval end of -0.03 prints "-0.0", so "-2.8 to -0.0" reads as excluding 0, as it does
+    (rounding to one decimal first would print "+0.0" beside the verdict "significant"). A mean
+    of float differences that cancel (-1e-15 from +10, -10, 0) is 0: the sign is taken after
+    rounding to 9 decimals, far below any difference of accuracies over fewer than 10^9 images.
+    """
+    return f"{'-' if round(value, 9) < 0 else '+'}{abs(value):.1f}"
 
 
 @dataclass(frozen=True)
@@ -366,7 +372,8 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
         "mora": f"a MORA-style attack on the members with per-member reweighting, 5 mixing scales x {steps} steps",
         "autoattack": (
             f"AutoAttack (APGD-CE, then APGD-T with the DLR loss at the {flags['autoattack_targets']} classes with the "
-            f"next-highest clean logits, then Square with {flags['square_queries']} queries; no FAB-T, which ART lacks) on the averaged logits"
+            f"next-highest clean logits, then Square with {flags['square_queries']} queries; no FAB-T, which ART lacks) on the log of the "
+            "averaged probabilities (the ensemble's logits: every stage judges an image by the ensemble's decision)"
         ),
     }
     present = [attack for attack in _strong_attacks(results) if attack in described]

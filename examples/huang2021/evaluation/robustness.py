@@ -42,7 +42,6 @@ from .attacks import (
     TRANSFER_ATTACKS,
     AttackSettings,
     craft,
-    ensemble_classifier,
 )
 from .clean import correct_on
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
@@ -379,9 +378,8 @@ class RobustnessEvaluation:
             key = self._key(protocol, attack, norm, value, label)
             if key in self.store:
                 continue
-            classifier = ensemble_classifier(target.members, "probabilities", tuple(self.images.shape[1:]), self.device)
             start = time.perf_counter()
-            adversarial = self._craft(key, attack, value, classifier, norm, self.images, None)
+            adversarial = self._craft(key, attack, value, target.members, norm, self.images, None)
             self._record(key, label, adversarial, start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=None)
 
     def _strong(self, attack: str, value: float, label: str, *, earlier: list[str], norm: str = "inf") -> None:
@@ -389,7 +387,7 @@ class RobustnessEvaluation:
 
         The result's mask is the worst case so far: an image counts as robust only when it
         survived every earlier attack too. PGD and MORA are plain torch (:mod:`.ensemble_pgd`),
-        AutoAttack is ART's on the averaged logits.
+        AutoAttack is ART's on the log of the averaged probabilities (the ensemble's decision).
         """
         key = self._key("strong", attack, norm, value, label)
         if key in self.store:
@@ -405,9 +403,8 @@ class RobustnessEvaluation:
             if attack in STRONG_OBJECTIVES:
                 adversarial[index] = self._plain_pgd(key, target.members, index, value, norm, STRONG_OBJECTIVES[attack])
             else:
-                classifier = ensemble_classifier(target.members, "logits", tuple(self.images.shape[1:]), self.device)
-                adversarial[index] = self._craft(key, attack, value, classifier, norm, self.images[index], self.labels[index])
-        output = "logits" if attack in ("pgd-strong", "autoattack") else "probabilities" if attack == "pgd-probs" else "members (MORA-style mix)"
+                adversarial[index] = self._craft(key, attack, value, target.members, norm, self.images[index], self.labels[index])
+        output = "logits" if attack == "pgd-strong" else "probabilities" if attack in ("pgd-probs", "autoattack") else "members (MORA-style mix)"
         self._record(
             key, label, adversarial, start, protocol="strong", attack=attack, norm=norm, value=value, output=output,
             true_labels=True, surrogate=None, survivors=survivors, survivors_of=earlier,
@@ -448,16 +445,15 @@ class RobustnessEvaluation:
                 continue
             start = time.perf_counter()
             if source not in crafted:
-                classifier = ensemble_classifier(surrogates[source].to(self.device), "probabilities", tuple(self.images.shape[1:]), self.device)
-                crafted[source] = self._craft(key, attack, value, classifier, norm, self.images, None)
+                crafted[source] = self._craft(key, attack, value, surrogates[source].to(self.device), norm, self.images, None)
             self._record(key, label, crafted[source], start, protocol=protocol, attack=attack, norm=norm, value=value, output="probabilities", true_labels=False, surrogate=surrogate)
 
     def _seed(self, key: str) -> int:
         """A seed per result, so a resumed evaluation draws the same random starts as an uninterrupted one."""
         return (zlib.crc32(key.encode()) ^ self.config.run.seed) % 2**32
 
-    def _craft(self, key: str, attack: str, value: float, classifier: Any, norm: str, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """ART's adversarial images for ``images``, batch by batch under a progress bar, on the device; ``labels`` None: the model's predictions."""
+    def _craft(self, key: str, attack: str, value: float, members: nn.ModuleList, norm: str, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """ART's adversarial images for ``images`` against ``members``' ensemble, batch by batch under a progress bar, on the device; ``labels`` None: the model's predictions."""
         seed = self._seed(key)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -465,7 +461,7 @@ class RobustnessEvaluation:
         y = None if labels is None else labels.cpu().numpy()
         parts = []
         for batch in batch_progress(key, len(x), self.settings.batch_size):
-            parts.append(craft(attack, value, classifier, x[batch], None if y is None else y[batch], self.settings, norm=_art_norm(norm)))
+            parts.append(craft(attack, value, members, x[batch], None if y is None else y[batch], self.settings, norm=_art_norm(norm), device=self.device))
         return torch.from_numpy(np.concatenate(parts)).to(self.device)
 
     def _record(

@@ -40,8 +40,8 @@ import torch
 from torch import Tensor
 
 from ensemble_diversity import Ensemble
+from ensemble_diversity.attacks import averaged_probabilities_loss
 
-from ..evaluation.ensemble_pgd import averaged_probabilities_loss
 from .config import AdversarialTraining
 from .methods import Attack
 
@@ -49,8 +49,8 @@ from .methods import Attack
 def ensemble_cross_entropy_of_average(logits: Tensor, labels: Tensor) -> Tensor:
     """Scalar: CE of the ensemble's prediction, the members' softmax probabilities ``[K, B, L]`` averaged.
 
-    The batch mean of :func:`~huang2021.evaluation.ensemble_pgd.averaged_probabilities_loss`, in
-    float32 (under bf16 autocast the logits arrive in bf16).
+    The batch mean of the library's :func:`ensemble_diversity.attacks.averaged_probabilities_loss`,
+    in float32 (under bf16 autocast the logits arrive in bf16).
     """
     return averaged_probabilities_loss(logits.float(), labels).mean()
 
@@ -87,7 +87,13 @@ def _ascend(
     step: Tensor | float,
     steps: int,
 ) -> Tensor:
-    """``steps`` signed-gradient ascent steps on the ensemble's CE, each projected onto the eps-ball and [0, 1]."""
+    """``steps`` signed-gradient ascent steps on the ensemble's CE, each projected onto the eps-ball and [0, 1].
+
+    Not the library's :func:`ensemble_diversity.attacks.pgd`, whose loss it shares: that is an
+    evaluation attack (eval mode, each image kept at the first iterate that fools the ensemble),
+    while training-time crafting takes every step, in the crafting mode (training by default,
+    PDD dropping units), with the batch's eps a tensor drawn on the device.
+    """
     adversarial = start.detach()
     for _ in range(steps):
         adversarial.requires_grad_(True)

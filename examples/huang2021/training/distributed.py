@@ -1,8 +1,8 @@
 """Training under ``torchrun``: DistributedDataParallel over the K members, one shard of each batch per rank.
 
 Every rank holds all K members (the library's ``Ensemble(members, pdd=pdd)``, whose
-``member_outputs`` runs PDD between features and heads; DDP wraps it as an
-:class:`EnsembleForward`), draws the same global batch order and the same augmentation, and
+``member_outputs`` runs PDD between features and heads; DDP wraps the library's
+``EnsembleMembers`` of it, here named :data:`EnsembleForward`), draws the same global batch order and the same augmentation, and
 trains on its rows of each global batch; DDP averages the gradients, so the members stay
 identical on every rank. With ``--pdd-statistics sample`` (the default) PDD's statistics
 depend on each sample alone and agree across ranks without communication; with ``batch`` the
@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ensemble_diversity import Ensemble, MemberOutputs
+from ensemble_diversity import EnsembleMembers
 
 
 class Ranks(NamedTuple):
@@ -46,20 +46,13 @@ SINGLE = Ranks(0, 1, 0)
 """A process trained without ``torchrun``."""
 
 
-class EnsembleForward(nn.Module):
-    """``forward(x, per_member=...)`` is ``ensemble.member_outputs(x, per_member=...)``: the module DDP wraps.
+EnsembleForward = EnsembleMembers
+"""The module DDP wraps: the library's :class:`~ensemble_diversity.EnsembleMembers`, whose
+``forward(x, per_member=...)`` is ``ensemble.member_outputs(x, per_member=...)``.
 
-    DDP syncs gradients only for a forward through the wrapped module itself, and an
-    ``Ensemble``'s own forward averages probabilities; the training step needs the members'
-    outputs (``[K, B, L]`` logits).
-    """
-
-    def __init__(self, ensemble: Ensemble) -> None:
-        super().__init__()
-        self.ensemble = ensemble
-
-    def forward(self, x: Tensor, *, per_member: bool = False) -> MemberOutputs:
-        return self.ensemble.member_outputs(x, per_member=per_member)
+DDP syncs gradients only for a forward through the wrapped module itself, and an
+``Ensemble``'s own forward averages probabilities; the training step needs the members'
+outputs (``[K, B, L]`` logits)."""
 
 
 def init_distributed(device_type: str) -> Ranks:
