@@ -83,8 +83,7 @@ class Members:
     def check(self, x: Tensor, labels: Tensor) -> Tensor:
         """The members' logits ``[K, B, L]`` of ``x``, validated with ``labels`` ``[B]`` (dtype, shape, finite values, label range)."""
         check_labels(labels, "labels", x.shape[0])
-        if labels.device != x.device:
-            raise ValueError(f"Expected argument `labels` on the device of `images` ({x.device}), but it is on {labels.device}")
+        check_labels_device(labels, x)
         logits = self(x)
         check_floating(logits, "member_logits")
         check_finite(logits, "member_logits")
@@ -168,3 +167,9 @@ def as_members(model: ModelLike, *, combine: Combine | None = None, num_members:
         "Expected argument `model` to be an Ensemble, a sequence of nn.Module, or a function returning the members' logits "
         f"[K, B, L], but got {type(model).__name__}"
     )
+
+
+def check_labels_device(labels: Tensor, images: Tensor) -> None:
+    """Raise unless ``labels`` lie on ``images``' device (before either is indexed with the other's indices)."""
+    if labels.device != images.device:
+        raise ValueError(f"Expected argument `labels` on the device of `images` ({images.device}), but it is on {labels.device}")

@@ -19,7 +19,7 @@ from torch import Tensor
 from .._checks import check_labels
 from ._apgd import apgd_run
 from ._ball import Box, Norm, check_box, check_eps, check_images, check_norm, check_positive_int, distance, project, random_start
-from ._members import Combine, Members, ModelLike, as_members
+from ._members import Combine, Members, ModelLike, as_members, check_labels_device
 from ._mora import MORA_SCALES, mora_runs
 from ._pgd import ascend, step_size_of
 from .losses import Loss, averaged_logits_loss, averaged_probabilities_loss, dlr_loss
@@ -208,6 +208,7 @@ def evaluate_robustness(
     with members.evaluating():
         with torch.no_grad():
             check_labels(labels, "labels", len(images))
+            check_labels_device(labels, images)
             batches = _batches(torch.arange(len(images), device=images.device), batch_size)
             clean = torch.cat([members.correct(members.check(images[part], labels[part]), labels[part]) for part in batches])
         broken = torch.zeros(len(grid), len(chosen), len(images), dtype=torch.bool, device=images.device)
