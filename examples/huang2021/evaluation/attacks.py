@@ -13,9 +13,10 @@ Two protocols attack the same ensembles (Huang et al., AAAI 2021, "Attack Method
   al. 2018) and 5 random restarts on the members' **averaged logits**, the same PGD on the log
   of their **averaged probabilities** (what the ensemble decides on), a MORA-style attack on
   the **members** with per-member reweighting (Yu, Gao and Xu 2022), all three in plain torch
-  (:mod:`.ensemble_pgd`), then AutoAttack (Croce & Hein 2020, standard version as closely as
-  ART allows, see :func:`auto_attack`) on the ensemble's own logits, the **log of its averaged
-  probabilities**: every attack decides which images are still robust, and which iterate broke
+  (:mod:`.ensemble_pgd`), optionally the library's APGD with the CE and the DLR loss of the
+  averaged logits (``apgd-ce``, ``apgd-dlr``: :data:`LIBRARY_APGD`), then AutoAttack (Croce &
+  Hein 2020, standard version as closely as ART allows, see :func:`auto_attack`) on the
+  ensemble's own logits, the **log of its averaged probabilities**: every attack decides which images are still robust, and which iterate broke
   one, by what the ensemble decides on, never by the argmax of another output.
 
 Every ART attack takes and returns numpy arrays ``[B, 1, 8, 8]`` in [0, 1] (ART's interface).
@@ -49,14 +50,17 @@ Output = Literal["probabilities", "log-probabilities"]
 
 PAPER_ATTACKS = ("fgsm", "bim", "pgd", "jsma", "cw")
 """Table 2's white-box attacks, in its row order."""
-STRONG_ATTACKS = ("pgd-strong", "pgd-probs", "mora", "autoattack")
+STRONG_ATTACKS = ("pgd-strong", "pgd-probs", "mora", "apgd-ce", "apgd-dlr", "autoattack")
 """The strong protocol's attacks, in the order they run, at the L_inf epsilons of the paper protocol's FGSM, BIM and PGD."""
 STRONG_OBJECTIVES = {"pgd-strong": "logits", "pgd-probs": "log-probabilities", "mora": "mora"}
 """The plain-torch strong attacks and the objective each climbs (:mod:`.ensemble_pgd`)."""
+LIBRARY_APGD = ("apgd-ce", "apgd-dlr")
+"""The strong attacks that are the library's APGD (:func:`ensemble_diversity.attacks.evaluate_robustness`'s names):
+optional, left out of ``examples/evaluate.py``'s default list, whose last stage is ART's AutoAttack (the committed reports' protocol)."""
 TRANSFER_ATTACKS = ("fgsm", "pgd", "jsma")
 """Table 4's black-box rows, crafted on a surrogate with the paper protocol."""
 
-PARAMETER = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "jsma": "gamma", "cw": "c", "pgd-strong": "eps", "pgd-probs": "eps", "mora": "eps", "autoattack": "eps"}
+PARAMETER = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "jsma": "gamma", "cw": "c", "pgd-strong": "eps", "pgd-probs": "eps", "mora": "eps", "apgd-ce": "eps", "apgd-dlr": "eps", "autoattack": "eps"}
 """What each attack's parameter (Table 2's "Para.") is: L_inf epsilon, JSMA's fraction of features, C&W's initial constant."""
 
 
@@ -77,7 +81,7 @@ class AttackSettings:
     )
     cw_confidence: float = flag(0.01, "C&W confidence kappa (the authors' code)", group=PAPER_GROUP)
     strong_steps: int = flag(100, "PGD, MORA and APGD iterations (per restart, per MORA scale)", check=AT_LEAST_ONE, group=STRONG_GROUP)
-    strong_restarts: int = flag(5, "PGD random restarts (each objective)", check=AT_LEAST_ONE, group=STRONG_GROUP)
+    strong_restarts: int = flag(5, "PGD and library APGD random restarts (each objective)", check=AT_LEAST_ONE, group=STRONG_GROUP)
     autoattack_targets: int = flag(
         9, "AutoAttack's APGD-T target classes, those with the highest clean logits (9: the standard version)", check=AT_LEAST_ONE, group=STRONG_GROUP
     )

@@ -65,6 +65,8 @@ def _name(attack: str, flags: dict[str, Any]) -> str:
         "pgd-strong": f"PGD-{steps}x{restarts} logits",
         "pgd-probs": f"then PGD-{steps}x{restarts} log-probs",
         "mora": f"then MORA-style {steps}x5",
+        "apgd-ce": f"then APGD-CE-{steps}x{restarts}",
+        "apgd-dlr": f"then APGD-DLR-{steps}x{restarts}",
         "autoattack": "then AutoAttack",
     }
     return strong.get(attack, NAMES.get(attack, attack))
@@ -370,6 +372,11 @@ def strong_section(results: Results, config: dict[str, Any], out_dir: Path) -> s
         "pgd-strong": f"PGD with {steps} steps of 2.5 eps/steps and {restarts} random start(s) on the averaged logits (cross-entropy)",
         "pgd-probs": "the same PGD on the log of the averaged probabilities (what the ensemble decides on)",
         "mora": f"a MORA-style attack on the members with per-member reweighting, 5 mixing scales x {steps} steps",
+        "apgd-ce": (
+            f"the library's APGD (ensemble_diversity.attacks, not ART's) with {steps} steps and {restarts} random start(s) "
+            "on the cross-entropy of the averaged logits"
+        ),
+        "apgd-dlr": f"the library's APGD with {steps} steps and {restarts} random start(s) on the DLR loss of the averaged logits",
         "autoattack": (
             f"AutoAttack (APGD-CE, then APGD-T with the DLR loss at the {flags['autoattack_targets']} classes with the "
             f"next-highest clean logits, then Square with {flags['square_queries']} queries; no FAB-T, which ART lacks) on the log of the "

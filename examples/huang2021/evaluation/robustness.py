@@ -3,9 +3,9 @@
 :func:`evaluate_robustness` loads every method's kept ensemble from each run directory and runs,
 per training seed on the first ``--limit`` images of that seed's test split: the paper protocol
 (Tables 2, 3, 5: FGSM, BIM, PGD, JSMA, C&W as the authors' code runs them), the strong protocol
-(PGD on the averaged logits and on the log averaged probabilities, MORA-style, AutoAttack, each
-on the survivors of the ones before) at the same epsilons, black-box transfer from surrogate
-runs (Table 4), a PGD epsilon sweep (Fig. 4) and the diversity analysis (Table 1, Figs. 1-3). Which attacks run at
+(PGD on the averaged logits and on the log averaged probabilities, MORA-style, optionally the
+library's APGD-CE and APGD-DLR, AutoAttack, each on the survivors of the ones before) at the
+same epsilons, black-box transfer from surrogate runs (Table 4), a PGD epsilon sweep (Fig. 4) and the diversity analysis (Table 1, Figs. 1-3). Which attacks run at
 which parameters is data (:class:`EvaluationRun`, :class:`AttackParameters`,
 :class:`~.attacks.AttackSettings`), stored in the evaluation directory's ``config.json``. Each
 result is written as soon as its attack finishes (:mod:`.results`); a rerun with the same
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ensemble_diversity import Ensemble
+from ensemble_diversity import attacks as library
 
 from ..data.splits import Split
 from ..progress import batch_progress
@@ -34,6 +35,7 @@ from ..settings import AT_LEAST_ONE, Check, as_flags, device_flag, flag
 from ..training.checkpoints import load_test_split, load_trained_ensembles, run_flags
 from ..training.methods import METHODS
 from .attacks import (
+    LIBRARY_APGD,
     PAPER_ATTACKS,
     PAPER_GROUP,
     PARAMETER,
@@ -54,8 +56,19 @@ SWEEPS = ("sweep", "sweep-strong")
 """Fig. 4: the paper protocol's PGD, and the strong protocol's, over doubling epsilons under L_inf and L_2."""
 ATTACKS = (*PAPER_ATTACKS, *STRONG_ATTACKS, "transfer", *SWEEPS, "diversity")
 """``--attacks`` names; ``diversity`` is the paper's diversity analysis (Table 1, Figs. 1-3), no attack."""
+DEFAULT_ATTACKS = tuple(name for name in ATTACKS if name not in LIBRARY_APGD)
+"""``--attacks`` by default (less ``transfer`` without a surrogate): the library's APGD only when asked for, ART's AutoAttack is the strong protocol's last stage."""
 NEUTRAL_FLAGS = ("attacks", "methods", "device", "threads", "fgsm_eps", "bim_eps", "pgd_eps", "jsma_gamma", "cw_const", "sweep_linf", "sweep_l2")
 """Flags that choose which results to compute, not what a result means: a resumed evaluation may change them."""
+STRONG_OUTPUTS = {
+    "pgd-strong": "logits",
+    "pgd-probs": "probabilities",
+    "mora": "members (MORA-style mix)",
+    "apgd-ce": "logits",
+    "apgd-dlr": "averaged logits (DLR loss)",
+    "autoattack": "probabilities",
+}
+"""What each strong attack's objective is computed from (a result's ``model_output``; "logits" and "probabilities": the members' averaged ones)."""
 AUTHORS_SCALING = " (authors' scaling)"
 """Label suffix of a PDD ensemble trained without rescaling (``--pdd-scaling authors``); plain "pdd" is inverted dropout."""
 
@@ -100,7 +113,7 @@ class EvaluationRun:
 
     out_dir: Path | None = flag(None, "directory for results, report, figures; an existing one is resumed", shown="runs/<timestamp>-evaluate", type=Path)
     attacks: str | None = flag(
-        None, f"comma-separated, from {list(ATTACKS)}", shown="all; 'transfer' only with a surrogate, 'diversity' only for targets of one --seed"
+        None, f"comma-separated, from {list(ATTACKS)}", shown="all but apgd-ce, apgd-dlr; 'transfer' only with a surrogate, 'diversity' only for targets of one --seed"
     )
     limit: int | None = flag(None, "evaluate the first N test images of each seed's test split", check=AT_LEAST_ONE, shown="all", type=int, metavar="N")
     methods: str | None = flag(None, "comma-separated target labels to evaluate, e.g. baseline,pdd+deg (as the report's columns name them)", shown="every ensemble of the RUN_DIRs")
@@ -113,7 +126,7 @@ class EvaluationRun:
 
     def __post_init__(self) -> None:
         surrogate = self.type1_surrogate is not None or self.type2_surrogate is not None
-        text = ",".join(name for name in ATTACKS if name != "transfer" or surrogate) if self.attacks is None else self.attacks
+        text = ",".join(name for name in DEFAULT_ATTACKS if name != "transfer" or surrogate) if self.attacks is None else self.attacks
         names = [name.strip() for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in ATTACKS]
         if not names or unknown:
@@ -127,7 +140,7 @@ def without_diversity(attacks: str | None, *, seeds: list[int]) -> str:
     """``--attacks`` for targets of several training seeds: the default leaves out the diversity analysis
     (one seed's, see ``examples/diversity.py``); ValueError naming ``--attacks`` when it was asked for."""
     if attacks is None:
-        return ",".join(name for name in ATTACKS if name not in ("diversity", "transfer"))
+        return ",".join(name for name in DEFAULT_ATTACKS if name not in ("diversity", "transfer"))
     if "diversity" in [name.strip() for name in attacks.split(",")]:
         raise ValueError(f"--attacks: 'diversity' analyses the targets of one --seed, but the RUN_DIRs have seeds {seeds}; run examples/diversity.py per run")
     return attacks
@@ -386,8 +399,9 @@ class RobustnessEvaluation:
         """One strong attack, with the true labels, on the images that survived the ``earlier`` strong attacks at ``value``.
 
         The result's mask is the worst case so far: an image counts as robust only when it
-        survived every earlier attack too. PGD and MORA are plain torch (:mod:`.ensemble_pgd`),
-        AutoAttack is ART's on the log of the averaged probabilities (the ensemble's decision).
+        survived every earlier attack too. PGD and MORA are plain torch (:mod:`.ensemble_pgd`), APGD
+        the library's (:meth:`_library_apgd`), AutoAttack is ART's on the log of the averaged
+        probabilities (the ensemble's decision).
         """
         key = self._key("strong", attack, norm, value, label)
         if key in self.store:
@@ -402,9 +416,11 @@ class RobustnessEvaluation:
         if len(index):
             if attack in STRONG_OBJECTIVES:
                 adversarial[index] = self._plain_pgd(key, target.members, index, value, norm, STRONG_OBJECTIVES[attack])
+            elif attack in LIBRARY_APGD:
+                adversarial[index] = self._library_apgd(key, attack, target.members, index, value, norm)
             else:
                 adversarial[index] = self._craft(key, attack, value, target.members, norm, self.images[index], self.labels[index])
-        output = "logits" if attack == "pgd-strong" else "probabilities" if attack in ("pgd-probs", "autoattack") else "members (MORA-style mix)"
+        output = STRONG_OUTPUTS[attack]
         self._record(
             key, label, adversarial, start, protocol="strong", attack=attack, norm=norm, value=value, output=output,
             true_labels=True, surrogate=None, survivors=survivors, survivors_of=earlier,
@@ -418,6 +434,25 @@ class RobustnessEvaluation:
         parts = []
         for batch in batch_progress(key, len(images), self.settings.batch_size):
             parts.append(ensemble_pgd(members, images[batch], labels[batch], eps, steps=self.settings.strong_steps, losses=losses, norm=norm, generator=generator))
+        return torch.cat(parts)
+
+    def _library_apgd(self, key: str, attack: str, members: nn.ModuleList, index: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+        """The library's APGD (``attack``: ``"apgd-ce"`` or ``"apgd-dlr"``) on the images ``index``, batch by batch.
+
+        :func:`ensemble_diversity.attacks.evaluate_robustness` with the one attack, ``--strong-restarts``
+        runs of ``--strong-steps`` steps, each on the images the earlier runs failed on, judged by
+        the ensemble's averaged probabilities; each batch from a seed of its own, so a resumed
+        evaluation draws the same random starts.
+        """
+        images, labels = self.images[index], self.labels[index]
+        parts = []
+        for batch in batch_progress(key, len(images), self.settings.batch_size):
+            result = library.evaluate_robustness(
+                members, images[batch], labels[batch], eps=eps, attacks=[attack], norm=norm, steps=self.settings.strong_steps,
+                restarts=self.settings.strong_restarts, batch_size=self.settings.batch_size, seed=self._seed(f"{key}#{batch.start}"),
+                keep_adversarial=True,
+            )  # fmt: skip
+            parts.append(result.adversarial[0])
         return torch.cat(parts)
 
     def _transfer(self) -> None:
