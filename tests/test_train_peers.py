@@ -176,7 +176,12 @@ def test_the_peer_cost_table_quotes_the_committed_benchmarks():
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / "performance.md").read_text()
     section = text[text.index("## TRS and DVERGE: their cost") : text.index("## The PDD op alone")]
-    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    cpu, gpu = section.split("**On an H200**")
+
+    def rows_of(table: str) -> dict[str, str]:
+        return {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+
+    rows = rows_of(cpu)
     for name, column in (("train_step-peers.json", 2), ("train_step-torchvision-peers.json", 4)):
         result = json.loads((root / "benchmarks" / "results" / name).read_text())
         for group in result["results"]:
@@ -185,6 +190,14 @@ def test_the_peer_cost_table_quotes_the_committed_benchmarks():
                 label = step if group["members"] == 3 else f"K=5: {step}"
                 line = rows.get(label) or rows["K=5: baseline / deg"]
                 assert ratio in line.split("|")[column], (name, label, ratio)
+    # The H200 table: K = 3 and K = 5 side by side.
+    rows = rows_of(gpu)
+    result = json.loads((root / "benchmarks" / "results" / "gpu" / "train_step-torchvision-peers-batch64.json").read_text())
+    for group in result["results"]:
+        column = {3: 2, 5: 3}[group["members"]]
+        for step in ("deg", "pdd+deg", "trs", "dverge"):
+            ratio = f"{group['rows'][step]['ratio_to_baseline']:.2f}"
+            assert ratio == rows[step].split("|")[column].strip(), ("H200", group["members"], step, ratio)
 
 
 def test_the_preliminary_smoke_table_quotes_the_committed_runs():
