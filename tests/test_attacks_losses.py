@@ -33,8 +33,11 @@ def random_logits(seed: int, members: int, batch: int, classes: int, magnitude: 
 shapes = {"seed": st.integers(0, 2**31 - 1), "members": st.integers(1, 4), "batch": st.integers(1, 4), "classes": st.integers(3, 6)}
 
 
+two_or_more_classes = {**shapes, "classes": st.integers(2, 6)}
+
+
 @settings(max_examples=50, deadline=None)
-@given(magnitude=st.floats(0.01, 15.0), **shapes)
+@given(magnitude=st.floats(0.01, 15.0), **two_or_more_classes)
 def test_the_two_cross_entropies_against_their_formulas(seed, members, batch, classes, magnitude):
     logits, labels = random_logits(seed, members, batch, classes, magnitude)
     averaged = -torch.log(torch.softmax(logits, dim=-1).mean(dim=0)).gather(1, labels[:, None]).squeeze(1)
@@ -115,6 +118,16 @@ def test_apgd_checkpoints_follow_the_papers_schedule():
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     assert checkpoints(10) == [3, 5, 6, 7, 8, 9, 10]
     assert checkpoints(1) == [1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(**two_or_more_classes)
+def test_averaged_probabilities_loss_and_its_gradient_stay_finite_for_huge_logits(seed, members, batch, classes):
+    logits, labels = random_logits(seed, members, batch, classes, 1e4)
+    logits = logits.float().requires_grad_(True)
+    loss = averaged_probabilities_loss(logits, labels)
+    (gradient,) = torch.autograd.grad(loss.sum(), logits)
+    assert torch.isfinite(loss).all() and torch.isfinite(gradient).all()
 
 
 def test_averaged_probabilities_loss_stays_finite_where_a_probability_underflows():
