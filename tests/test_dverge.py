@@ -242,3 +242,20 @@ def test_bad_inputs_are_named() -> None:
         draw_layer([], seed=0, epoch=0)
     with pytest.raises(ValueError, match="`epoch`"):
         draw_layer(["a"], seed=0, epoch=-1)
+
+
+def test_mismatched_dtypes_and_activation_shapes_are_named() -> None:
+    """What the fuzz tests found: a float32 target beside a float64 source, float32 inputs for
+    float64 members, and members whose activations at the layer differ in shape."""
+    models = [member(seed) for seed in range(2)]
+    source = images(0)
+    with pytest.raises(ValueError, match="`target`.*dtype"):
+        feature_distillation(models, source, source.float(), eps=0.1, step_size=0.01)
+    with pytest.raises(TypeError, match="`models`.*dtype of `x`"):
+        feature_distillation(models, source.float(), source.float(), eps=0.1, step_size=0.01)
+    with pytest.raises(TypeError, match="`models`.*dtype of `x`"):
+        dverge_loss(models, torch.stack([source, source]).float(), torch.zeros(len(source), dtype=torch.long))
+    odd = [nn.Sequential(nn.Flatten(), nn.Linear(source[0].numel(), 3)), nn.Sequential(nn.Flatten(), nn.Linear(source[0].numel(), 4))]
+    odd = [model.double() for model in odd]
+    with pytest.raises(ValueError, match="`layer`.*one shape"):
+        distillation_features(odd, torch.stack([source, source]), layer="1")

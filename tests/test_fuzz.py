@@ -266,3 +266,61 @@ def test_ensemble(models, head, combine, x, with_pdd, valid):
 @given(losses=st.one_of(member_tensors(dims=1), tensors()), inputs=st.one_of(member_tensors(dims=2), tensors()), per_member=st.booleans())
 def test_member_input_gradients(losses, inputs, per_member):
     check_call(ed.member_input_gradients, losses, inputs, per_member=per_member)
+
+
+@SETTINGS
+@given(
+    models=model_lists(),
+    x=model_inputs(),
+    y=labels(),
+    eps=st.sampled_from([0.1, 0.0, -0.1, math.nan, math.inf]),
+    steps=st.sampled_from([1, 2, 0, -1, True, 1.5]),
+    clean_fraction=st.sampled_from([0.5, 0.0, 1.0, -0.5, 2.0, math.nan]),
+    smooth=st.booleans(),
+    valid=valid_shapes(),
+)
+def test_trs(models, x, y, eps, steps, clean_fraction, smooth, valid):
+    members, batch, _, seed = valid
+    torch.manual_seed(seed)
+    good_models, good_x, good_y = [Flat() for _ in range(members)], torch.rand(batch, 3), torch.randint(3, (batch,))
+    good_smooth = check_call(ed.trs_perturbation, good_models, good_x, good_y, eps=0.1, steps=2, must_return=True)
+    check_call(ed.trs_terms, good_models, good_x, good_y, x_smooth=good_smooth, must_return=True)
+    x_smooth = check_call(ed.trs_perturbation, models, x, y, eps=eps, steps=steps, clean_fraction=clean_fraction)
+    check_call(ed.trs_terms, models, x, y, x_smooth=x_smooth if smooth else None)
+
+
+@SETTINGS
+@given(
+    models=model_lists(),
+    source=model_inputs(floating_only=True),
+    target=model_inputs(floating_only=True),
+    y=labels(),
+    eps=st.sampled_from([0.1, 0.0, -0.1, math.nan, math.inf]),
+    steps=st.sampled_from([1, 2, 0, -1, True]),
+    layer=st.sampled_from([None, "fc", "body.0", "body.1", "nope", ""]),
+    valid=valid_shapes(),
+)
+def test_dverge(models, source, target, y, eps, steps, layer, valid):
+    members, batch, _, seed = valid
+    torch.manual_seed(seed)
+    good_models, good_source, good_y = [Flat() for _ in range(members)], torch.rand(batch, 3), torch.randint(3, (batch,))
+    distilled = check_call(ed.feature_distillation, good_models, good_source, good_source.roll(1, 0), eps=0.1, step_size=0.01, steps=2, must_return=True)
+    check_call(ed.dverge_loss, good_models, distilled, good_y, must_return=True)
+    check_call(ed.distillation_features, good_models, distilled, layer="body.0", must_return=True)
+    distilled = check_call(ed.feature_distillation, models, source, target, eps=eps, step_size=0.01, steps=steps, layer=layer)
+    member_batches = distilled if distilled is not None else source  # [K, B, 3], or a wrong shape to refuse
+    check_call(ed.distillation_features, models, member_batches, layer=layer)
+    check_call(ed.dverge_loss, models, member_batches, y)
+
+
+@SETTINGS
+@given(
+    layers=st.one_of(st.lists(st.one_of(st.none(), st.text(max_size=3)), max_size=3), st.text(max_size=3), st.none()),
+    seed=st.one_of(st.integers(-2, 5), st.booleans(), st.floats(allow_nan=True)),
+    epoch=st.one_of(st.integers(-2, 5), st.booleans()),
+)
+def test_draw_layer(layers, seed, epoch):
+    drawn = check_call(ed.draw_layer, layers, seed=seed, epoch=epoch)
+    if drawn is not None:
+        assert drawn in layers
+    check_call(ed.draw_layer, ["a", None], seed=0, epoch=0, must_return=True)

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ensemble_diversity._checks import check_member_placement
 from ensemble_diversity._split import final_linear_path
 from ensemble_diversity.deg import LossFn, _check_input
 from ensemble_diversity.ensemble import Ensemble
@@ -81,7 +82,15 @@ def distillation_features(models: Sequence[nn.Module] | Ensemble, x: Tensor, *, 
     if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] != len(members):
         got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"Expected argument `x` to hold one input per member, [K={len(members)}, B, ...], but got {got}")
-    return torch.stack([_activation(member, point, member_x, k) for k, (member, point, member_x) in enumerate(zip(members, points, x))])
+    _check_input(x[0])
+    check_member_placement(members, x)
+    activations = [_activation(member, point, member_x, k) for k, (member, point, member_x) in enumerate(zip(members, points, x))]
+    shapes = {tuple(activation.shape) for activation in activations}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"Expected every member's activation at argument `layer` ({layer!r}) to have one shape, to stack them, but got {sorted(shapes)}"
+        )
+    return torch.stack(activations)
 
 
 def feature_distillation(
@@ -138,7 +147,10 @@ def feature_distillation(
     if not isinstance(target, Tensor) or target.shape != source.shape:
         got = f"shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target).__name__
         raise ValueError(f"Expected argument `target` to have the shape of `source` {tuple(source.shape)}, but got {got}")
+    if target.dtype != source.dtype:
+        raise ValueError(f"Expected argument `target` to have the dtype of `source` ({source.dtype}), but got {target.dtype}")
     _check_input(target)
+    check_member_placement(members, source)
     _check_number(eps, "eps", minimum=0.0)
     _check_number(step_size, "step_size", minimum=0.0)
     _check_number(momentum, "momentum", minimum=0.0)
@@ -208,6 +220,7 @@ def dverge_loss(
         got = f"shape {tuple(distilled.shape)}" if isinstance(distilled, Tensor) else type(distilled).__name__
         raise ValueError(f"Expected argument `distilled` to hold one batch per member, [K={num_members}, B, ...], but got {got}")
     _check_input(distilled[0])
+    check_member_placement(members, distilled)
     if not isinstance(y, Tensor) or y.shape[:1] != distilled.shape[1:2]:
         got = f"shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"Expected argument `y` to hold one target per distilled image ([{distilled.shape[1]}, ...]), but got {got}")

@@ -215,7 +215,7 @@ def provenance_section(results: Results, config: dict[str, Any], out_dir: Path) 
     lines = [
         "# Robustness evaluation",
         "",
-        f"Command: `python examples/evaluate.py {' '.join(config['argv'])}`" + (f" (resumed {len(config['sessions'])} times)" if config["sessions"] else ""),
+        *_commands(config),
         f"Targets: {', '.join(f'`{d}`' for d in flags['run_dirs'])}; data set `{flags['dataset']}`; "
         f"{flags['limit'] if flags['limit'] else 'all'} test images; attack seed {flags['seed']}.",
         f"Training seeds: {seed_text}.",
@@ -232,6 +232,15 @@ def provenance_section(results: Results, config: dict[str, Any], out_dir: Path) 
         "name says so) in the strong protocol; accuracy is always that of the averaged probabilities.",
     ]
     return "\n".join(lines)
+
+
+def _commands(config: dict[str, Any]) -> list[str]:
+    """The command line(s) of the results: the evaluation's, or each merged part's (``examples/merge_evaluations.py``)."""
+    parts = config.get("merged_from", [config])
+    lines = [f"Command: `python examples/evaluate.py {' '.join(part['argv'])}`" + (f" (resumed {len(part['sessions'])} times)" if part["sessions"] else "") for part in parts]
+    if "merged_from" in config:
+        lines.insert(0, f"Merged by `python examples/merge_evaluations.py` from {len(parts)} evaluations:")
+    return lines
 
 
 def headline_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:

@@ -69,6 +69,10 @@ class ResultStore:
     def add(self, result: dict[str, Any]) -> None:
         """Keep ``result`` and rewrite both files (each atomically)."""
         self.results[result["key"]] = result
+        self.save()
+
+    def save(self) -> None:
+        """Rewrite both files (each atomically) with every kept result."""
         save_json(self.out_dir / RESULTS_JSON, {"results": self.results})
         save_text(self.out_dir / RESULTS_CSV, results_csv(self.results.values()))
 
