@@ -1,4 +1,4 @@
-"""The plain-torch PGD on a whole ensemble (``huang2021/evaluation/ensemble_pgd.py``).
+"""The plain-torch PGD on a whole ensemble (``huang2021/measures/ensemble_pgd.py``).
 
 Its strength on a small undefended digits ensemble, trained for a few seconds (the objectives
 on the decision the ensemble takes at least as strong as the averaged logits; PGD at least as
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huang2021.data.splits import Split, load_splits
-from huang2021.evaluation.clean import ensemble_correct
-from huang2021.evaluation.ensemble_pgd import (
+from huang2021.measures.clean import ensemble_correct
+from huang2021.measures.ensemble_pgd import (
     MORA_SCALES,
     attack_losses,
     averaged_logits_loss,

@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huang2021.data.splits import digits_splits
-from huang2021.evaluation.clean import CleanScores, comparison
-from huang2021.evaluation.ensemble_pgd import robust_correct
+from huang2021.measures.clean import CleanScores, comparison
+from huang2021.measures.ensemble_pgd import robust_correct
 from huang2021.members import DESCRIPTION, build_members
 from huang2021.run_dir import save_json
 from huang2021.training import loop

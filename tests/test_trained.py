@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from huang2021.data.splits import load_splits
-from huang2021.evaluation.clean import evaluate
+from huang2021.measures.clean import evaluate
 from huang2021.training.checkpoints import load_trained_ensembles
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

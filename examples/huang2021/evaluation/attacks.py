@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from ensemble_diversity import Ensemble
 
 from ..settings import AT_LEAST_ONE, flag
-from .ensemble_pgd import log_averaged_probabilities
+from ..measures.ensemble_pgd import log_averaged_probabilities
 
 Output = Literal["probabilities", "log-probabilities"]
 

@@ -45,10 +45,10 @@ from .attacks import (
     AttackSettings,
     craft,
 )
-from .clean import correct_on
+from ..measures.clean import correct_on
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
 from .diversity_analysis import diversity_section
-from .ensemble_pgd import Objective, attack_losses, ensemble_pgd
+from ..measures.ensemble_pgd import Objective, attack_losses, ensemble_pgd
 from .report import DIVERSITY_DIR, REPORT, write_report
 from .results import ResultStore, result_key, robust_result
 

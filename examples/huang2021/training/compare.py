@@ -3,7 +3,7 @@
 Every method trains K members from the same seed, split, initial weights and batch order
 (:mod:`.loop`); the kept model is the epoch with the best validation accuracy. The comparison
 (:func:`format_table`) holds clean test accuracy and the paper's diversity measures (eq. 5,
-eq. 6 / Fig. 2, Fig. 3; :mod:`huang2021.evaluation.clean`). The run directory
+eq. 6 / Fig. 2, Fig. 3; :mod:`huang2021.measures.clean`). The run directory
 (:mod:`huang2021.run_dir`) holds the config, library versions, per-epoch metrics, checkpoints,
 the kept models and the results.
 """
@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 
 from ..data.splits import Splits, load_splits
-from ..evaluation.clean import comparison, evaluate
-from ..evaluation.ensemble_pgd import robust_correct
+from ..measures.clean import comparison, evaluate
+from ..measures.ensemble_pgd import robust_correct
 from ..members import DESCRIPTION, feature_size
 from ..run_dir import CONFIG, RESULTS, create_run_dir, library_versions, load_json, model_path, save_json
 from ..settings import as_flags

@@ -37,7 +37,7 @@ from ensemble_diversity import Ensemble, NonFiniteError, PriorityDiversifiedDrop
 
 from ..data.augmentation import CropFlip, epoch_generator
 from ..data.splits import DATASETS, Split, Splits, batch_images
-from ..evaluation.clean import correct_on, ensemble_correct
+from ..measures.clean import correct_on, ensemble_correct
 from ..members import build_members
 from ..progress import EpochProgress
 from ..run_dir import METRICS, append_jsonl, checkpoint_path, load_torch, model_path, save_torch
