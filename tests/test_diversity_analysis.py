@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huang2021.data.splits import Split, digits_splits
-from huang2021.measures.clean import evaluate
 from huang2021.evaluation.diversity_analysis import DATA_JSON, FIG1, FIG2, FIG3, MARKDOWN, PER_IMAGE_CSV, diversity_section
+from huang2021.measures.clean import evaluate
 from huang2021.members import build_members
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

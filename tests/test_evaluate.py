@@ -20,9 +20,9 @@ pytest.importorskip("matplotlib")
 from huang2021.data.splits import Split, digits_splits
 from huang2021.evaluation import robustness
 from huang2021.evaluation.attacks import LIBRARY_APGD, STRONG_ATTACKS, AttackSettings, craft
-from huang2021.measures.clean import correct_on
 from huang2021.evaluation.report import REPORT
 from huang2021.evaluation.results import robust_result
+from huang2021.measures.clean import correct_on
 from huang2021.run_dir import load_json
 from huang2021.training.checkpoints import load_trained_ensembles
 

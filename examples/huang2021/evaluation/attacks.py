@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from ensemble_diversity import Ensemble
 
-from ..settings import AT_LEAST_ONE, flag
 from ..measures.ensemble_pgd import log_averaged_probabilities
+from ..settings import AT_LEAST_ONE, flag
 
 Output = Literal["probabilities", "log-probabilities"]
 

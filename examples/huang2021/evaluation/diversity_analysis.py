@@ -36,10 +36,10 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from ..data.splits import Split
+from ..measures.clean import CleanScores, comparison, evaluate
 from ..run_dir import library_versions, save_json, save_png, save_text
 from ..settings import AT_LEAST_ONE, Check, device_flag, flag
 from ..training.checkpoints import load_test_split, load_trained_ensembles, run_flags
-from ..measures.clean import CleanScores, comparison, evaluate
 from .gradcam import DEFAULT_THRESHOLD, centre_distances, check_threshold, hottest_centre, member_grad_cams
 
 DATA_JSON = "diversity.json"

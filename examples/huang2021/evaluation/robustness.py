@@ -29,6 +29,8 @@ from ensemble_diversity import Ensemble
 from ensemble_diversity import attacks as library
 
 from ..data.splits import Split
+from ..measures.clean import correct_on
+from ..measures.ensemble_pgd import Objective, attack_losses, ensemble_pgd
 from ..progress import batch_progress
 from ..run_dir import CONFIG, create_run_dir, library_versions, load_json, save_json
 from ..settings import AT_LEAST_ONE, Check, as_flags, device_flag, flag
@@ -45,10 +47,8 @@ from .attacks import (
     AttackSettings,
     craft,
 )
-from ..measures.clean import correct_on
 from .diversity_analysis import MARKDOWN as DIVERSITY_MARKDOWN
 from .diversity_analysis import diversity_section
-from ..measures.ensemble_pgd import Objective, attack_losses, ensemble_pgd
 from .report import DIVERSITY_DIR, REPORT, write_report
 from .results import ResultStore, result_key, robust_result
 
