@@ -271,3 +271,23 @@ def test_an_interval_that_excludes_0_by_less_than_the_rounding_prints_its_sign()
     close = Difference(mean=-1.43, half_width=1.40, seeds=3)
     assert close.significant and close.interval() == "-2.8 to -0.0"
     assert Difference(mean=-1.37, half_width=1.40, seeds=3).interval() == "-2.8 to +0.0"
+
+
+def test_the_peers_are_set_against_pdd_deg_paired_by_seed(tmp_path):
+    """TRS and DVERGE get their own table of differences from PDD+DEG (not from the baseline alone)."""
+    worst = {"baseline": [2, 1, 3], "pdd+deg": [4, 3, 5], "trs": [1, 2, 2], "dverge": [8, 7, 9]}
+    results = {}
+    for method, counts in worst.items():
+        for seed, count in zip(SEEDS, counts, strict=True):
+            results.update([_result("clean", "none", "-", 0.0, method, _mask(N), train_seed=seed)])
+            results.update([_result("strong", "pgd-strong", "inf", 0.1, method, _mask(count), train_seed=seed)])
+    report = write_report(tmp_path, results, CONFIG).read_text()
+    section = report[report.index("## TRS and DVERGE against PDD+DEG") :]
+    # dverge - pdd+deg: +40 points in every seed (interval of width 0); trs - pdd+deg: -30, -10, -30.
+    assert "| strong, worst case | 0.1 | dverge - pdd+deg | +40.0 | +40.0 to +40.0 | significant |" in section
+    d = np.array([-30.0, -10.0, -30.0])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert f"| strong, worst case | 0.1 | trs - pdd+deg | {d.mean():+.1f} | {d.mean() - half:+.1f} to {d.mean() + half:+.1f} | not significant |" in section
+    # Without PDD+DEG among the methods the section is left out.
+    without_pdd_deg = {key: result for key, result in results.items() if result["method"] != "pdd+deg"}
+    assert "## TRS and DVERGE" not in write_report(tmp_path, without_pdd_deg, CONFIG).read_text()

@@ -246,10 +246,7 @@ def _commands(config: dict[str, Any]) -> list[str]:
 def headline_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
     """Clean and strong worst-case accuracy at the data set's main epsilons, and each method's paired difference from the baseline."""
     methods = _methods(results)
-    strong = set(_strong_epsilons(results, config["flags"]))
-    worst = [eps for eps in config["flags"]["pgd_eps"] if eps in strong]
-    rows: list[Row] = [("clean", "-", {m: _collect(results, protocol="clean", method=m) for m in methods})]
-    rows += [("strong, worst case", f"{eps:g}", {m: _worst_case(results, eps, m) for m in methods}) for eps in worst]
+    rows = _headline_rows(results, config, methods)
     if not any(cell for _, _, cells in rows for cell in cells.values()):
         return ""
     parts = [
@@ -279,6 +276,35 @@ def headline_section(results: Results, config: dict[str, Any], out_dir: Path) ->
         if sentences:
             parts += ["", " ".join(sentences)]
     return "\n".join(parts)
+
+
+def _headline_rows(results: Results, config: dict[str, Any], methods: list[str]) -> list[Row]:
+    """Clean accuracy, then the strong worst case at each of the paper protocol's PGD epsilons that the strong protocol ran."""
+    strong = set(_strong_epsilons(results, config["flags"]))
+    rows: list[Row] = [("clean", "-", {m: _collect(results, protocol="clean", method=m) for m in methods})]
+    rows += [("strong, worst case", f"{eps:g}", {m: _worst_case(results, eps, m) for m in methods}) for eps in config["flags"]["pgd_eps"] if eps in strong]
+    return rows
+
+
+PEERS = ("trs", "dverge")
+"""The defences that superseded the paper's comparisons (TRS, DVERGE), set against PDD+DEG."""
+
+
+def peers_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
+    """Each peer's paired difference from PDD+DEG under the headline's rows: where the paper's method stands against them."""
+    methods = _methods(results)
+    pairs = [(peer, "pdd+deg") for peer in PEERS if peer in methods and "pdd+deg" in methods]
+    differences = _difference_rows(_headline_rows(results, config, methods), pairs) if pairs else []
+    if not differences:
+        return ""
+    return "\n".join([
+        "## TRS and DVERGE against PDD+DEG",
+        "",
+        "The headline's rows again, each peer minus PDD+DEG in accuracy points, paired by training seed; \"significant\" "
+        "when the 95 % t-interval excludes 0.",
+        "",
+        _table(["", "eps", "Difference", "Points", "95 % interval", "Verdict"], differences),
+    ])
 
 
 def advt_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
@@ -579,6 +605,7 @@ def cost_section(results: Results, config: dict[str, Any], out_dir: Path) -> str
 REPORT_SECTIONS: list[Section] = [
     provenance_section,
     headline_section,
+    peers_section,
     advt_section,
     paper_section,
     strong_section,
