@@ -33,9 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "digits-report"
 MAIN_COMMAND = ROOT / "docs" / "main-command"
 """The main command's ``results.json`` per seed (``python examples/train.py --seed N``), the README table's source."""
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
+"""The digits report's training seeds."""
+MAIN_COMMAND_SEEDS = (0, 1, 2)
 DEFAULT_SCALING = ("baseline", "adp", "pdd", "deg", "pdd+deg", "advt-fgsm", "advt-fgsm+pdd", "advt-pgd", "advt-pgd+pdd")
 AUTHORS = ("pdd (authors' scaling)", "pdd+deg (authors' scaling)")
+PEERS = ("trs", "dverge")
 HEADLINE_ATTACKS = ("pgd-strong", "pgd-probs", "mora")
 
 
@@ -102,6 +105,8 @@ def span(values: list[float]) -> str:
 
 
 MAIN = Results(REPORT / "results.csv")
+THREE_SEEDS = Results(REPORT / "three-seeds" / "results.csv")
+"""The digits report before issue 23 (seeds 0-2, without TRS and DVERGE; its models are not the 5-seed report's)."""
 B = "baseline"
 
 
@@ -136,8 +141,31 @@ def pdd_on_advt() -> list[Difference]:
     return [paired(MAIN.worst(f"{advt}+pdd", eps), MAIN.worst(advt, eps)) for advt in ("advt-fgsm", "advt-pgd") for eps in (0.05, 0.1)]
 
 
+def versus(method: str, reference: str, eps: float) -> Difference:
+    return paired(MAIN.worst(method, eps), MAIN.worst(reference, eps))
+
+
+def peer_numbers(eps: float) -> list[str]:
+    """DVERGE's and TRS's strong worst case at ``eps``, each against the baseline and against PDD+DEG (difference, interval, verdict)."""
+    numbers = []
+    for peer in ("dverge", "trs"):
+        numbers.append(cell(MAIN.worst(peer, eps)))
+        for reference in (B, "pdd+deg"):
+            difference = versus(peer, reference, eps)
+            numbers += [signed(difference.mean), interval(difference), "significant" if difference.significant else "not significant"]
+    return numbers
+
+
+def verdicts(differences: list[Difference]) -> str:
+    """``none significant``, ``all significant`` or ``some significant``."""
+    count = sum(difference.significant for difference in differences)
+    if len(differences) == 2:
+        return ("neither significant", "one significant", "both significant")[count]
+    return "none significant" if count == 0 else "all significant" if count == len(differences) else "some significant"
+
+
 def headline_row(name: str, values: Callable[[str], np.ndarray]) -> str:
-    return f"| {name} | " + " | ".join(cell(values(method)) for method in (*DEFAULT_SCALING, *AUTHORS)) + " |"
+    return f"| {name} | " + " | ".join(cell(values(method)) for method in (*DEFAULT_SCALING, *AUTHORS, *PEERS)) + " |"
 
 
 def headline_results() -> int:
@@ -146,7 +174,7 @@ def headline_results() -> int:
 
 def main_command_row(label: str, method: str) -> str:
     """README's table row of ``method``: mean ± std over the seeds of the main command's numbers."""
-    runs = [json.loads((MAIN_COMMAND / f"seed-{seed}" / "results.json").read_text())["methods"][method] for seed in SEEDS]
+    runs = [json.loads((MAIN_COMMAND / f"seed-{seed}" / "results.json").read_text())["methods"][method] for seed in MAIN_COMMAND_SEEDS]
 
     def spread(values: list[float], digits: int) -> str:
         return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
@@ -193,7 +221,8 @@ def before_full(method: str, eps: float) -> float:
 
 
 def before_gap(method: str, eps: float) -> float:
-    return float(MAIN.worst(method, eps, seeds=(0,))[0]) - before_full(method, eps)
+    """The gap before issue 21, with the headline of the 3-seed report whose seed-0 models that check attacked."""
+    return float(THREE_SEEDS.worst(method, eps, seeds=(0,))[0]) - before_full(method, eps)
 
 
 def budget_row(method: str, eps: float, full: Results) -> str:
@@ -244,13 +273,13 @@ class Quote(NamedTuple):
 
 QUOTES: dict[str, Quote] = {
     # -- docs/evaluation.md, "The digits commands" and "What is measured" --------------------------
-    "headline result count": Quote("docs/evaluation.md", "{} strong results (11 ensembles x 3 seeds x 3 epsilons x 3 attacks)", lambda: [str(headline_results())]),
+    "headline result count": Quote("docs/evaluation.md", "{} strong results (13 ensembles x 5 seeds x 3 epsilons x 3 attacks)", lambda: [str(headline_results())]),
     "full report result count": Quote(
         "docs/evaluation.md", "{} more results, the paper protocol",
         lambda: [str(len(MAIN.rows) - headline_results() - MAIN.count(lambda row: row["protocol"] == "clean"))],
     ),
     "authors' scaling clean loss": Quote(
-        "docs/evaluation.md", "PDD without rescaling loses {} (PDD) and {} (PDD+DEG) points of clean accuracy on digits over 3 seeds ({} per seed)",
+        "docs/evaluation.md", "PDD without rescaling loses {} (PDD) and {} (PDD+DEG) points of clean accuracy on digits over 5 seeds ({} per seed)",
         lambda: [*(one(paired(MAIN.clean(B), MAIN.clean(m)).mean) for m in AUTHORS),
                  span([float(x) for m in AUTHORS for x in MAIN.clean(B) - MAIN.clean(m)])],
     ),
@@ -263,11 +292,11 @@ QUOTES: dict[str, Quote] = {
     "pdd and deg at 0.1": Quote(
         "docs/evaluation.md",
         "PDD+DEG (the library's default scaling) is {} points above the baseline ({}), PDD alone {} ({}) and DEG alone {} ({}): {}. "
-        "ADP's {} is {} ({}): MORA-style takes ADP from {} % (after both PGDs) to {} %, {} points, as much as PDD with the "
-        "authors' scaling loses to it ({}) and less than PDD+DEG with the authors' scaling ({})",
+        "ADP's {} is {} ({}): MORA-style takes ADP from {} % (after both PGDs) to {} %, {} points, and PDD and PDD+DEG with the "
+        "authors' scaling {} and {}",
         lambda: [
             *(text for m in ("pdd+deg", "pdd", "deg") for text in (signed(vs_baseline(m, 0.1).mean), interval(vs_baseline(m, 0.1)))),
-            "significant" if all(vs_baseline(m, 0.1).significant for m in ("pdd+deg", "pdd", "deg")) else "not all significant",
+            verdicts([vs_baseline(m, 0.1) for m in ("pdd+deg", "pdd", "deg")]),
             signed(vs_baseline("adp", 0.1).mean), "not" if not vs_baseline("adp", 0.1).significant else "significant", interval(vs_baseline("adp", 0.1)),
             one(MAIN.seeds("strong", "pgd-probs", "inf", 0.1, "adp").mean()), one(MAIN.seeds("strong", "mora", "inf", 0.1, "adp").mean()),
             *(one(stage_drop(m, "pgd-probs", "mora")) for m in ("adp", *AUTHORS)),
@@ -406,18 +435,18 @@ QUOTES: dict[str, Quote] = {
     "readme main command baseline": Quote("README.md", main_command_row("baseline", "baseline"), list),
     "readme main command pdd+deg": Quote("README.md", main_command_row("PDD+DEG", "pdd+deg"), list),
     "readme main command rerun": Quote(
-        "README.md", "PDD+DEG with seed 0 kept {} % in the digits report's run, {} % here",
+        "README.md", "PDD+DEG with seed 0 kept {} % in the digits report's run and {} % here",
         lambda: [f"{MAIN.clean('pdd+deg')[0]:.2f}", f"{100 * json.loads((MAIN_COMMAND / 'seed-0' / 'results.json').read_text())['methods']['pdd+deg']['test_accuracy']:.2f}"],
     ),
     "readme eps 0.1": Quote(
         "README.md",
         "Under that worst case at eps 0.1, PDD+DEG keeps {} % of the test images against {} % for the baseline, {} points "
-        "(95 % interval {}, paired by seed: {} over 3 seeds); PDD alone {} and DEG alone {} ({}), ADP {} ({}).",
+        "(95 % interval {}, paired by seed: {} over 5 seeds); PDD alone {} and DEG alone {} ({}), ADP {} ({}).",
         lambda: [
             cell(MAIN.worst("pdd+deg", 0.1)), cell(MAIN.worst(B, 0.1)), signed(vs_baseline("pdd+deg", 0.1).mean), interval(vs_baseline("pdd+deg", 0.1)),
             "significant" if vs_baseline("pdd+deg", 0.1).significant else "not significant",
             signed(vs_baseline("pdd", 0.1).mean), signed(vs_baseline("deg", 0.1).mean),
-            "both significant" if vs_baseline("pdd", 0.1).significant and vs_baseline("deg", 0.1).significant else "not both significant",
+            verdicts([vs_baseline(m, 0.1) for m in ("pdd", "deg")]),
             signed(vs_baseline("adp", 0.1).mean), "significant" if vs_baseline("adp", 0.1).significant else "not significant",
         ],
     ),
@@ -448,6 +477,31 @@ QUOTES: dict[str, Quote] = {
             *(signed(paired(MAIN.worst(f"{a}+pdd", 0.2), MAIN.worst(a, 0.2)).mean) for a in ("advt-fgsm", "advt-pgd")),
         ],
     ),
+    "pdd+deg per seed": Quote(
+        "docs/evaluation.md",
+        "here the per-seed differences are {} (seed 3's baseline is unusually robust, {} %)",
+        lambda: [listing([signed(x) for x in MAIN.worst("pdd+deg", 0.1) - MAIN.worst(B, 0.1)]), one(MAIN.worst(B, 0.1)[3])],
+    ),
+    "peers which attack": Quote(
+        "docs/evaluation.md",
+        "For the peers: TRS loses {} more points to the log-probability PGD and {} to MORA-style, DVERGE {} and {}.",
+        lambda: [one(stage_drop(m, *stages)) for m in PEERS for stages in (("pgd-strong", "pgd-probs"), ("pgd-probs", "mora"))],
+    ),
+    "trs after the logits": Quote(
+        "docs/evaluation.md", "off TRS ({} % after PGD on the logits, {} % after all three)",
+        lambda: [one(MAIN.seeds("strong", "pgd-strong", "inf", 0.1, "trs").mean()), one(MAIN.worst("trs", 0.1).mean())],
+    ),
+    # -- the peers in the 5-seed report ------------------------------------------------------------
+    **{
+        f"peers at {eps:g} {file}": Quote(
+            file,
+            f"At eps {eps:g} under the strong worst case, DVERGE keeps {{}} %: {{}} points from the baseline ({{}}, {{}}) and {{}} from "
+            "PDD+DEG ({}, {}); TRS keeps {} %: {} points from the baseline ({}, {}) and {} from PDD+DEG ({}, {}).",
+            lambda eps=eps: peer_numbers(eps),
+        )
+        for eps in (0.05, 0.1)
+        for file in ("docs/evaluation.md", "README.md")
+    },
     # -- docs/evaluation.md, the one-seed strong smoke of DVERGE ------------------------------------
     "dverge strong smoke": Quote(
         "docs/evaluation.md",
