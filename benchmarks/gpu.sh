@@ -20,7 +20,7 @@
 #
 # Options:
 #   --out DIR         output folder (default: benchmarks/results/gpu; with --cpu-smoke a new temporary folder)
-#   --budget SECONDS  total time (default: 480; 150 with --cpu-smoke). A stage that would not fit in
+#   --budget SECONDS  total time (default: 480; 400 with --cpu-smoke). A stage that would not fit in
 #                     what is left is skipped with a note; a running stage is stopped at the budget.
 #   --only A,B        run only these stages, e.g. to rerun the ones that failed
 #   --cpu-smoke       tiny sizes on the CPU, one thread (what tests/test_benchmarks.py runs)
@@ -54,7 +54,7 @@ done
 # Each mode's sizes. NEED_*: about how many seconds a stage takes there; a stage is skipped when
 # less than that is left of the budget.
 if ((SMOKE)); then
-    DEVICE=cpu BUDGET=${BUDGET:-150} OUT_DIR=${OUT_DIR:-$(mktemp -d)}
+    DEVICE=cpu BUDGET=${BUDGET:-400} OUT_DIR=${OUT_DIR:-$(mktemp -d)}
     BATCHES=(8 16) MEMBERS=2 COMPILE=aot_eager  # aot_eager: graph capture without inductor's minute of code generation
     OP_ARGS=(--repeats 1 --calls 1)
     STEP_ARGS=(--width 2 --rounds 1 --warmup 0 --threads 1)
