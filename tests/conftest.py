@@ -18,6 +18,12 @@ unless every ``ensemble_diversity`` module it imported (the tests' and the docte
 the environment's site-packages, none from ``src/``, and the installed distribution carries its
 version and ``py.typed``. Give it the installed package as a path for its doctests, never
 ``src/`` (the ``testpaths``): ``python -m pytest --library-only --installed tests <site-packages>/ensemble_diversity``.
+
+Hypothesis runs derandomized by default (profile ``default``): every run tries the same
+examples, so a suite that passed passes again and CI cannot fail on a new random draw. To hunt
+for new failures, ``python -m pytest --hypothesis-profile=explore`` draws fresh random examples
+(more of them); a failure it finds gets a fix and, where the derandomized draws miss it, a
+plain test.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=1000)
+settings.load_profile("default")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -234,6 +234,8 @@ def test_bad_inputs_are_named() -> None:
         dverge_loss(models, torch.stack([source] * 3), torch.zeros(6, dtype=torch.long))
     with pytest.raises(ValueError, match="`y`"):
         dverge_loss(models, torch.stack([source] * 2), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="`y`.*class indices in"):
+        dverge_loss(models, torch.stack([source] * 2), torch.full((len(source),), -1, dtype=torch.long))
     with pytest.raises(ValueError, match="`x`"):
         distillation_features(models, source)
     with pytest.raises(ValueError, match="`layer`"):

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from ensemble_diversity._checks import check_member_placement
 from ensemble_diversity._split import final_linear_path
-from ensemble_diversity.deg import LossFn, _check_input
+from ensemble_diversity.deg import LossFn, _check_cross_entropy_targets, _check_input
 from ensemble_diversity.ensemble import Ensemble
 from ensemble_diversity.trs import _check_number, _checked_models, _kept_buffers
 
@@ -226,6 +226,9 @@ def dverge_loss(
         raise ValueError(f"Expected argument `y` to hold one target per distilled image ([{distilled.shape[1]}, ...]), but got {got}")
     images = distilled.detach()
     logits = torch.stack([torch.stack([member(images[j]) for j in range(num_members) if j != i]) for i, member in enumerate(members)])
+    if loss_fn is F.cross_entropy:
+        # Out-of-range class indices would otherwise surface as cross-entropy's IndexError.
+        _check_cross_entropy_targets(list(logits[0]), y)
     losses = torch.stack([sum((loss_fn(row, y) for row in member_logits), start=logits.new_zeros(())) for member_logits in logits])
     return CrossTraining(losses, logits)
 

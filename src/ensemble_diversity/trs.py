@@ -50,11 +50,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ensemble_diversity._checks import check_finite, finite_check_wanted
+from ensemble_diversity._checks import check_finite, check_member_placement, finite_check_wanted
 from ensemble_diversity._members import resolve_members
 from ensemble_diversity._pairwise import pairwise_cosines
 from ensemble_diversity.deg import (
     LossFn,
+    _check_cross_entropy_targets,
     _check_double_backward,
     _check_input,
     _gradient_penalty,
@@ -201,6 +202,7 @@ def trs_perturbation(
     """
     members = _checked_models(models)
     _check_input(x)
+    check_member_placement(members.members if isinstance(members, Ensemble) else members, x)
     _check_number(eps, "eps", minimum=0.0)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"Expected argument `steps` to be an integer >= 0, but got {steps!r}")
@@ -241,6 +243,9 @@ def _squared_gradient_norms(members: list[nn.Module] | Ensemble, point: Tensor, 
         logits = list(members.member_logits(inputs, per_member=True).unbind(0))
     else:
         logits = [model(member_input) for model, member_input in zip(members, inputs.unbind(0))]
+    if loss_fn is F.cross_entropy:
+        # Out-of-range class indices would otherwise surface as cross-entropy's IndexError.
+        _check_cross_entropy_targets(logits, labels)
     losses = [loss_fn(member_logits, labels) for member_logits in logits]
     grads = _per_member_gradients(losses, inputs, True, "x")
     if finite_check_wanted(grads, None):

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One chunk of the mnist5k study (docs/evaluation.md, "The mnist5k study"): train every method of
+# one seed and evaluate it under the headline protocol, two lanes side by side (one per core, one
+# thread each), then copy the small result files into docs/mnist-report/evaluations/ for a commit.
+#
+#   bash examples/mnist_study.sh SEED [RUNS]      # RUNS: where models and evaluations go (runs)
+#
+# Run it again after an interruption: a run directory that exists is resumed (--resume), an
+# evaluation directory that exists skips its finished results, so no work is lost.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seed=${1:?usage: bash examples/mnist_study.sh SEED [RUNS]}
+runs=${2:-runs}
+export PYTHONPATH=src:examples OMP_NUM_THREADS=1
+# Width 8 (64 units where PDD acts) and 10 epochs: the whole study, 3 seeds of training and the
+# headline evaluation, fits about 4 hours on 2 cores (docs/evaluation.md says what was cut and why).
+TRAIN=(--dataset mnist5k --data-root "$runs/data" --width 8 --epochs 10 --threads 1 --robust-eps --seed "$seed")
+EVALUATE=(--attacks pgd-strong,pgd-probs,mora --strong-steps 25 --strong-restarts 1 --batch-size 500 --threads 1)
+report="docs/mnist-report/evaluations"
+
+lane() {  # lane NAME METHODS: train METHODS (resuming), evaluate them, copy the result files
+  local name=$1 methods=$2
+  local run="$runs/mnist5k-$name-s$seed" eval_dir="$runs/mnist5k-eval-$name-s$seed"
+  if [[ -f "$run/config.json" ]]; then
+    python examples/train.py --resume "$run"
+  else
+    python examples/train.py "${TRAIN[@]}" --methods "$methods" --run-dir "$run"
+  fi
+  python examples/evaluate.py "$run" "${EVALUATE[@]}" --out-dir "$eval_dir"
+  mkdir -p "$report/$name-s$seed"
+  cp "$eval_dir/config.json" "$eval_dir/results.json" "$report/$name-s$seed/"
+  cp "$run/results.json" "$report/$name-s$seed/training.json"
+}
+
+# The lanes take about equal time (TRS and DVERGE cost 11-14 baseline steps each, docs/evaluation.md).
+# DVERGE starts from its lane's baseline, trained first in the same run (the official recipe).
+mkdir -p "$runs"
+lane a baseline,dverge,deg,pdd,adp > "$runs/mnist5k-a-s$seed.log" 2>&1 &
+a=$!
+lane b trs,gal,pdd+deg > "$runs/mnist5k-b-s$seed.log" 2>&1 &
+b=$!
+status=0
+wait "$a" || { status=1; echo "lane a failed: $runs/mnist5k-a-s$seed.log" >&2; }
+wait "$b" || { status=1; echo "lane b failed: $runs/mnist5k-b-s$seed.log" >&2; }
+exit "$status"
