@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One chunk of the mnist5k study (docs/evaluation.md, "The mnist5k study"): train every method of
 # one seed and evaluate it under the headline protocol, two lanes side by side (one per core, one
-# thread each), then copy the small result files into docs/mnist-report/evaluations/ for a commit.
+# thread each), then copy the small result files into docs/mnist-study/ for a commit; the report is
+# merged from there (docs/evaluation.md has the command).
 #
 #   bash examples/mnist_study.sh SEED [RUNS]      # RUNS: where models and evaluations go (runs)
 #
@@ -9,14 +10,18 @@
 # evaluation directory that exists skips its finished results, so no work is lost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seed=${1:?usage: bash examples/mnist_study.sh SEED [RUNS]}
+if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
+  printf 'Usage: bash examples/mnist_study.sh SEED [RUNS]\n\nOptions:\n  SEED  the training seed of this chunk (0, 1, 2)\n  RUNS  where models and evaluations go (default: runs)\n'
+  [[ $# -ge 1 ]]; exit
+fi
+seed=$1
 runs=${2:-runs}
 export PYTHONPATH=src:examples OMP_NUM_THREADS=1
 # Width 8 (64 units where PDD acts) and 10 epochs: the whole study, 3 seeds of training and the
 # headline evaluation, fits about 4 hours on 2 cores (docs/evaluation.md says what was cut and why).
 TRAIN=(--dataset mnist5k --data-root "$runs/data" --width 8 --epochs 10 --threads 1 --robust-eps --seed "$seed")
 EVALUATE=(--attacks pgd-strong,pgd-probs,mora --strong-steps 25 --strong-restarts 1 --batch-size 500 --threads 1)
-report="docs/mnist-report/evaluations"
+parts="docs/mnist-study"
 
 lane() {  # lane NAME METHODS: train METHODS (resuming), evaluate them, copy the result files
   local name=$1 methods=$2
@@ -27,9 +32,10 @@ lane() {  # lane NAME METHODS: train METHODS (resuming), evaluate them, copy the
     python examples/train.py "${TRAIN[@]}" --methods "$methods" --run-dir "$run"
   fi
   python examples/evaluate.py "$run" "${EVALUATE[@]}" --out-dir "$eval_dir"
-  mkdir -p "$report/$name-s$seed"
-  cp "$eval_dir/config.json" "$eval_dir/results.json" "$report/$name-s$seed/"
-  cp "$run/results.json" "$report/$name-s$seed/training.json"
+  mkdir -p "$parts/$name-s$seed"
+  cp "$eval_dir/config.json" "$eval_dir/results.json" "$parts/$name-s$seed/"
+  cp "$run/results.json" "$parts/$name-s$seed/training.json"
+  cp "$run/config.json" "$parts/$name-s$seed/training-config.json"
 }
 
 # The lanes take about equal time (TRS and DVERGE cost 11-14 baseline steps each, docs/evaluation.md).

@@ -117,3 +117,24 @@ def test_parts_that_do_not_belong_together_are_refused(runs, evaluations, tmp_pa
     assert "EVAL_DIR" in _error(capsys, [str(evaluations["seed0"]), str(evaluations["merged"]), "--out-dir", str(tmp_path / "m5")])
     # An --out-dir holding an evaluation (not a merge) is not overwritten.
     assert "--out-dir" in _error(capsys, [str(evaluations["seed0"]), str(evaluations["seed1"]), "--out-dir", str(evaluations["together"])])
+
+
+def test_parts_carrying_their_training_runs_get_the_training_table(runs, evaluations, tmp_path):
+    """As examples/mnist_study.sh leaves them: each part holds its run's results.json and config.json."""
+    parts = []
+    for seed, run in enumerate(runs):
+        part = tmp_path / f"part{seed}"
+        part.mkdir()
+        for name in ("config.json", "results.json"):
+            (part / name).write_bytes((evaluations[f"seed{seed}"] / name).read_bytes())
+        (part / "training.json").write_bytes((run / "results.json").read_bytes())
+        (part / "training-config.json").write_bytes((run / "config.json").read_bytes())
+        parts.append(part)
+    merge.main([*map(str, parts), "--out-dir", str(tmp_path / "merged")])
+    report = (tmp_path / "merged" / REPORT).read_text()
+    assert report.count("## Training runs: clean accuracy and diversity") == 1
+    accuracy = [100 * load_json(run / "results.json")["methods"]["pdd"]["test_accuracy"] for run in runs]
+    row = next(line for line in report.splitlines() if line.startswith("| pdd |"))
+    assert row.split(" | ")[1:3] == ["0, 1", f"{sum(accuracy) / 2:.1f} ± {abs(accuracy[0] - accuracy[1]) / 2 ** 0.5:.1f}"]
+    # Without the training files the report has no such section.
+    assert "## Training runs" not in (evaluations["merged"] / REPORT).read_text()

@@ -5,7 +5,8 @@ A result's key names its method and training seed (:func:`.results.result_key`),
 different directories never mean different things once their results-defining flags agree
 (every stored flag but the run directories, the output directory and ``NEUTRAL_FLAGS``, which
 choose what to compute, not what a result means). The merged ``config.json`` keeps each part's
-command, sessions and versions, and the report's provenance lists them.
+command, sessions and versions, and the report's provenance lists them. Parts that carry their
+training runs' own measurements get them in the report too (:mod:`.training_summary`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..run_dir import CONFIG, create_run_dir, load_json, save_json
+from ..run_dir import CONFIG, create_run_dir, load_json, save_json, save_text
 from .report import write_report
 from .results import RESULTS_JSON, ResultStore
 from .robustness import NEUTRAL_FLAGS
+from .training_summary import training_section
 
 PER_PART_FLAGS = ("run_dirs", "out_dir", *NEUTRAL_FLAGS)
 """Flags that may differ between the parts (the merged config holds their union or the first's)."""
@@ -60,7 +62,10 @@ def merge_evaluations(out_dir: Path, parts: list[Path]) -> Path:
     store = ResultStore(out_dir)
     store.results = results
     store.save()
-    return write_report(out_dir, results, merged)
+    report = write_report(out_dir, results, merged)
+    if section := training_section(parts):
+        save_text(report, report.read_text() + "\n" + section + "\n")
+    return report
 
 
 def _evaluation_config(part: Path) -> dict[str, Any]:
