@@ -530,3 +530,24 @@ def test_a_quoted_number_is_what_the_results_give(name):
     quote = QUOTES[name]
     expected = quote.text.format(*quote.numbers())
     assert _normalised(expected) in _normalised((ROOT / quote.file).read_text()), f"{quote.file} should say: {expected}"
+
+
+MNIST_REPORT = ROOT / "docs" / "mnist-report"
+MNIST_METHODS = {"baseline": "baseline", "ADP": "adp", "GAL": "gal", "PDD": "pdd", "DEG": "deg", "PDD+DEG": "pdd+deg", "TRS": "trs", "DVERGE": "dverge"}
+
+
+def test_the_mnist5k_seed0_numbers_are_those_of_its_report():
+    """docs/evaluation.md's seed-0 table and README's sentence, from docs/mnist-report/results.csv."""
+    results = Results(MNIST_REPORT / "results.csv")
+
+    def worst(method: str, eps: float) -> float:
+        return min(results.seeds("strong", attack, "inf", eps, method, (0,))[0] for attack in HEADLINE_ATTACKS)
+
+    rows = {"clean": [results.seeds("clean", "none", "-", 0.0, method, (0,))[0] for method in MNIST_METHODS.values()]}
+    rows.update({f"{eps:g}": [worst(method, eps) for method in MNIST_METHODS.values()] for eps in (0.1, 0.15)})
+    header = "| eps | " + " | ".join(MNIST_METHODS) + " |"
+    table = "\n".join([header, "|---" * (len(MNIST_METHODS) + 1) + "|", *(f"| {eps} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for eps, values in rows.items())])
+    assert table in (ROOT / "docs" / "evaluation.md").read_text()
+    by_accuracy = sorted(MNIST_METHODS, key=lambda name: -worst(MNIST_METHODS[name], 0.1))
+    sentence = ", ".join(f"{'the baseline' if name == 'baseline' else name} {worst(MNIST_METHODS[name], 0.1):.1f} %" for name in by_accuracy)
+    assert sentence in " ".join((ROOT / "README.md").read_text().split())
