@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("art")
 pytest.importorskip("matplotlib")
 
-from huang2021.evaluation.report import REPORT
+from huang2021.evaluation.report import REPORT, _command
 from huang2021.run_dir import load_json
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -75,6 +75,15 @@ def test_the_merged_report_has_the_tables_of_one_evaluation_and_each_parts_comma
     config = load_json(evaluations["merged"] / "config.json")
     assert [part["eval_dir"] for part in config["merged_from"]] == [str(evaluations["seed0"]), str(evaluations["seed1"])]
     assert len(config["flags"]["run_dirs"]) == 2
+
+
+def test_the_provenance_shows_a_resume_that_changed_the_flags():
+    first = ["runs/a", "--attacks", "pgd-strong"]
+    added = ["runs/a", "--attacks", "fgsm,pgd-strong"]
+    assert _command(first, []) == "Command: `python examples/evaluate.py runs/a --attacks pgd-strong`"
+    assert _command(first, [first]).endswith("(resumed 1 times)")
+    line = _command(first, [first, added])
+    assert line.endswith("(resumed 2 times; as `python examples/evaluate.py runs/a --attacks fgsm,pgd-strong`)")
 
 
 def test_merging_again_rewrites_the_earlier_merge(evaluations, tmp_path):

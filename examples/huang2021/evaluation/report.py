@@ -237,10 +237,19 @@ def provenance_section(results: Results, config: dict[str, Any], out_dir: Path) 
 def _commands(config: dict[str, Any]) -> list[str]:
     """The command line(s) of the results: the evaluation's, or each merged part's (``examples/merge_evaluations.py``)."""
     parts = config.get("merged_from", [config])
-    lines = [f"Command: `python examples/evaluate.py {' '.join(part['argv'])}`" + (f" (resumed {len(part['sessions'])} times)" if part["sessions"] else "") for part in parts]
+    lines = [_command(part["argv"], [session["argv"] for session in part["sessions"]]) for part in parts]
     if "merged_from" in config:
         lines.insert(0, f"Merged by `python examples/merge_evaluations.py` from {len(parts)} evaluations:")
     return lines
+
+
+def _command(argv: list[str], resumes: list[list[str]]) -> str:
+    """One evaluation's command line; a resume that changed the flags (say, added attacks) is shown too."""
+    line = f"Command: `python examples/evaluate.py {' '.join(argv)}`"
+    if not resumes:
+        return line
+    changed = [f"`python examples/evaluate.py {' '.join(resume)}`" for resume in resumes if resume != argv]
+    return line + f" (resumed {len(resumes)} times" + (f"; as {', then '.join(changed)}" if changed else "") + ")"
 
 
 def headline_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
