@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One chunk of the mnist5k study (docs/evaluation.md, "The mnist5k study"): train every method of
 # one seed and evaluate it under the headline protocol and the paper protocol's FGSM, BIM and PGD,
-# two lanes side by side (one per core, one thread each), then copy the small result files into
-# docs/mnist-study/ for a commit; the report is merged from there (docs/evaluation.md has the command).
+# two lanes side by side (one per core, one thread each), then run the diversity analysis of all
+# its methods, and copy the small result files into docs/mnist-study/ for a commit; the report is
+# merged from there (docs/evaluation.md has the command).
 #
 #   bash examples/mnist_study.sh SEED [RUNS]      # RUNS: where models and evaluations go (runs)
 #
@@ -49,4 +50,13 @@ b=$!
 status=0
 wait "$a" || { status=1; echo "lane a failed: $runs/mnist5k-a-s$seed.log" >&2; }
 wait "$b" || { status=1; echo "lane b failed: $runs/mnist5k-b-s$seed.log" >&2; }
-exit "$status"
+[[ $status == 0 ]] || exit "$status"
+
+# The diversity analysis (Table 1, Figs. 1-3) of all eight methods of the seed on the same images,
+# about a minute; the same flags as the lanes, so its clean results are theirs and the parts merge.
+analysis="$runs/mnist5k-diversity-s$seed"
+python examples/evaluate.py "$runs/mnist5k-a-s$seed" "$runs/mnist5k-b-s$seed" "${EVALUATE[@]}" --attacks diversity --out-dir "$analysis"
+mkdir -p "$parts/diversity-s$seed/diversity"
+cp "$analysis/config.json" "$analysis/results.json" "$parts/diversity-s$seed/"
+# The per-image CSV (the box plots' data, 0.6 MB) and the Markdown stay in the run directory.
+cp "$analysis"/diversity/{diversity.json,fig1-gradcam.png,fig2-discrimination.png,fig3-gradient-angles.png} "$parts/diversity-s$seed/diversity/"

@@ -65,11 +65,18 @@ def test_the_merge_holds_the_same_results_as_one_evaluation_of_all_seeds(evaluat
     assert (evaluations["merged"] / "results.csv").read_text().count("\n") == len(merged) + 1
 
 
+def _tables(report: str) -> str:
+    """The report after its provenance, without the "Time spent" section."""
+    sections = report[report.index("## ") :].split("\n## ")
+    return "\n## ".join(section for section in sections if not section.startswith("Time spent"))
+
+
 def test_the_merged_report_has_the_tables_of_one_evaluation_and_each_parts_command(evaluations):
     merged = (evaluations["merged"] / REPORT).read_text()
     together = (evaluations["together"] / REPORT).read_text()
-    # Everything after the provenance paragraph (the tables, with means over both seeds) agrees.
-    assert merged[merged.index("## ") :] == together[together.index("## ") :]
+    # Everything after the provenance paragraph (the tables, with means over both seeds) agrees,
+    # but for the wall times of separate runs.
+    assert _tables(merged) == _tables(together)
     assert "Merged by `python examples/merge_evaluations.py` from 2 evaluations:" in merged
     assert merged.count("Command: `python examples/evaluate.py") == 2
     config = load_json(evaluations["merged"] / "config.json")
@@ -147,3 +154,23 @@ def test_parts_carrying_their_training_runs_get_the_training_table(runs, evaluat
     assert row.split(" | ")[1:3] == ["0, 1", f"{sum(accuracy) / 2:.1f} ± {abs(accuracy[0] - accuracy[1]) / 2 ** 0.5:.1f}"]
     # Without the training files the report has no such section.
     assert "## Training runs" not in (evaluations["merged"] / REPORT).read_text()
+
+
+def test_parts_holding_one_seeds_diversity_analysis_give_table_1_over_the_seeds(runs, evaluations, tmp_path):
+    """As examples/mnist_study.sh leaves them: beside each seed's attacks, an evaluation of the same
+    flags with ``--attacks diversity`` (its clean results are the attacks' own, so the parts merge)."""
+    analyses = []
+    for seed, run in enumerate(runs):
+        analyses.append(tmp_path / f"diversity{seed}")
+        evaluate.main([str(run), "--out-dir", str(analyses[-1]), *FAST, "--attacks", "diversity"])
+    out = tmp_path / "merged"
+    merge.main([str(evaluations["seed0"]), str(evaluations["seed1"]), *map(str, analyses), "--out-dir", str(out)])
+    assert _without_timing(load_json(out / "results.json")["results"]) == _without_timing(load_json(evaluations["merged"] / "results.json")["results"])
+    report = (out / REPORT).read_text()
+    assert report.count("## Diversity analysis (Table 1, Figs. 1-3)") == 1
+    entropy = [load_json(analysis / "diversity" / "diversity.json")["methods"]["pdd"]["ambiguity_entropy"] for analysis in analyses]
+    row = next(line for line in report.splitlines() if line.startswith("| E, eq. 5 (Table 1) |"))
+    assert [cell.strip() for cell in row.strip("|").split("|")][2] == f"{sum(entropy) / 2:.3f} ± {abs(entropy[0] - entropy[1]) / 2 ** 0.5:.3f}"
+    for seed in (0, 1):
+        assert (out / f"diversity-seed-{seed}" / "fig2-discrimination.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Diversity analysis" not in (evaluations["merged"] / REPORT).read_text()

@@ -590,3 +590,56 @@ def test_the_mnist5k_budget_check_is_that_of_its_result_files():
         return f"{sum(float(row['seconds']) for row in results.rows if row['protocol'] == 'strong') / 3600:.1f}"
 
     assert _normalised(f"{hours(MNIST_BUDGET)} hours of one core against {hours(MNIST_BUDGET_HEADLINE)}") in text
+
+
+def test_the_mnist5k_prose_numbers_are_those_of_its_report():
+    """docs/evaluation.md's per-seed ranges at eps 0.1 and clean-accuracy costs, from docs/mnist-report/results.csv."""
+    results = Results(MNIST_REPORT / "results.csv")
+    seeds = (0, 1, 2)
+    text = _normalised((ROOT / "docs" / "evaluation.md").read_text())
+
+    def spread(method: str) -> str:
+        worst = results.worst(method, 0.1, seeds=seeds)
+        return f"{one(worst.min())} to {one(worst.max())} %"
+
+    for phrase in (f"({spread('dverge')} per seed at eps 0.1", f"the baseline swings from {spread('baseline')}",
+                   f"ADP from {spread('adp')}", f"PDD+DEG ({spread('pdd+deg')})"):
+        assert _normalised(phrase) in text, phrase
+    clean = {method: results.seeds("clean", "none", "-", 0.0, method, seeds).mean() for method in ("baseline", "pdd", "pdd+deg")}
+    cost = [one(clean["baseline"] - clean[method]) for method in ("pdd", "pdd+deg")]
+    assert _normalised(f"PDD costs {cost[0]} points of clean accuracy and PDD+DEG {cost[1]}") in text
+
+
+def test_the_mnist5k_diversity_numbers_are_those_of_its_analyses():
+    """docs/evaluation.md's diversity paragraph, from docs/mnist-study/diversity-s*/diversity/diversity.json."""
+    analyses = [json.loads((ROOT / "docs" / "mnist-study" / f"diversity-s{seed}" / "diversity" / "diversity.json").read_text()) for seed in (0, 1, 2)]
+
+    def values(method: str, *path: str) -> np.ndarray:
+        found = []
+        for analysis in analyses:
+            entry = analysis["methods"][method]
+            for key in path:
+                entry = entry[key]
+            found.append(entry)
+        return np.array(found, dtype=float)
+
+    def shown(method: str, *path: str, decimals: int = 3) -> str:
+        v = values(method, *path)
+        return f"{v.mean():.{decimals}f} ± {v.std(ddof=1):.{decimals}f}"
+
+    text = _normalised((ROOT / "docs" / "evaluation.md").read_text())
+    score, entropy, angle = ("discrimination_score", "mean"), ("ambiguity_entropy",), ("gradient_angle_degrees", "mean")
+    shared = [analysis["images_correct_for_all_methods"] for analysis in analyses]
+    for phrase in (
+        f"({min(shared)} to {max(shared)} of the seed's 1,000)",
+        f"(mean {shown('pdd', *score)} against the baseline's {shown('baseline', *score)}; PDD+DEG {shown('pdd+deg', *score)})",
+        f"({shown('pdd', *entropy)} against {shown('baseline', *entropy)})",
+        f"({shown('pdd', *angle, decimals=1)} against {shown('baseline', *angle, decimals=1)} degrees; DEG {shown('deg', *angle, decimals=1)})",
+        f"({shown('gal', *angle, decimals=1)} degrees)",
+        f"the baseline's E ({shown('dverge', *entropy)}) and an L_F close to it ({shown('dverge', *score)})",
+    ):
+        assert _normalised(phrase) in text, phrase
+    assert shown("dverge", *entropy) == shown("baseline", *entropy)
+    assert round(values("pdd", *score).mean() / values("baseline", *score).mean()) == 8  # "about eightfold"
+    assert 1.8 < values("pdd", *entropy).mean() / values("baseline", *entropy).mean() < 2.2  # "doubles"
+    assert values("gal", *angle).mean() == max(values(m, *angle).mean() for m in analyses[0]["methods"])  # "the most dispersed"

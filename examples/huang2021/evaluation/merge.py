@@ -6,7 +6,8 @@ different directories never mean different things once their results-defining fl
 (every stored flag but the run directories, the output directory and ``NEUTRAL_FLAGS``, which
 choose what to compute, not what a result means). The merged ``config.json`` keeps each part's
 command, sessions and versions, and the report's provenance lists them. Parts that carry their
-training runs' own measurements get them in the report too (:mod:`.training_summary`).
+training runs' own measurements get them in the report too (:mod:`.training_summary`), and parts
+holding one seed's diversity analysis give the report its Table 1 over the seeds (:mod:`.diversity_summary`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run_dir import CONFIG, create_run_dir, load_json, save_json, save_text
+from .diversity_summary import diversity_summary_section
 from .report import write_report
 from .results import RESULTS_JSON, ResultStore
 from .robustness import NEUTRAL_FLAGS
@@ -63,8 +65,9 @@ def merge_evaluations(out_dir: Path, parts: list[Path]) -> Path:
     store.results = results
     store.save()
     report = write_report(out_dir, results, merged)
-    if section := training_section(parts):
-        save_text(report, report.read_text() + "\n" + section + "\n")
+    for section in (training_section(parts), diversity_summary_section(parts, out_dir)):
+        if section:
+            save_text(report, report.read_text() + "\n" + section + "\n")
     return report
 
 

@@ -61,7 +61,7 @@ def training_section(parts: list[Path]) -> str:
     header = ["method", "seeds", *(name for name, *_ in COLUMNS), "epochs"]
     rows = []
     for method, seeds in values.items():
-        cells = [_cell([seeds[s][key] * scale for s in sorted(seeds)], decimals) for _, key, scale, decimals in COLUMNS]
+        cells = [mean_std([seeds[s][key] * scale for s in sorted(seeds)], decimals) for _, key, scale, decimals in COLUMNS]
         epochs = sorted({seeds[s]["epochs"] for s in seeds})
         rows.append([method, ", ".join(str(s) for s in sorted(seeds)), *cells, "/".join(str(e) for e in epochs)])
     lines = [
@@ -81,7 +81,8 @@ def training_section(parts: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def _cell(values: list[float], decimals: int) -> str:
+def mean_std(values: list[float], decimals: int) -> str:
+    """One value, or ``mean ± std`` (ddof 1) of several, with ``decimals`` decimals."""
     if len(values) == 1:
         return f"{values[0]:.{decimals}f}"
     return f"{statistics.mean(values):.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
