@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
 pytest.importorskip("torchvision")
 from huang2021.members.resnet import ResNetMember  # noqa: E402
 from torchvision.models import resnet18, resnet34  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.mark.parametrize(("depth", "reference"), [(18, resnet18), (34, resnet34)])
@@ -36,3 +44,43 @@ def test_features_are_pooled_post_relu_units(channels, size):
 def test_unknown_depth_is_refused():
     with pytest.raises(ValueError, match="depth"):
         ResNetMember(50, in_channels=3, num_classes=10)
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_the_shortcut_is_torchvisions_strided_1x1_convolution(size):
+    """Same function, gradients and parameter names as torchvision's ``Conv2d(c, p, 1, stride=2)``."""
+    torch.manual_seed(0)
+    member = ResNetMember(18, in_channels=1, num_classes=10, width=2)
+    ours = member.features[5].downsample[0]  # the first stage that halves the maps
+    theirs = torch.nn.Conv2d(ours.in_channels, ours.out_channels, 1, stride=2, bias=False)
+    theirs.weight = ours.weight
+    x = torch.rand(3, ours.in_channels, size, size, requires_grad=True)
+    ours_out, theirs_out = ours(x), theirs(x)
+    torch.testing.assert_close(ours_out, theirs_out, rtol=0, atol=0)
+    gradients = [torch.autograd.grad(out.square().sum(), (x, ours.weight)) for out in (ours_out, theirs_out)]
+    for mine, reference in zip(*gradients):
+        torch.testing.assert_close(mine, reference)
+    assert "features.5.downsample.0.weight" in member.state_dict()
+
+
+def test_the_shortcut_of_tiny_members_does_not_corrupt_the_heap_on_one_thread():
+    """oneDNN's strided 1x1 backward_weights overruns its workspace for a channels-last source with
+    fewer input channels than its block (uxlfoundation/oneDNN#6035; double backprop, as in TRS,
+    gives such sources): with torch's Conv2d(stride=2) this aborts ("corrupted size vs.
+    prev_size") or segfaults on one thread on an AVX2 machine, so it runs in a child process."""
+    script = textwrap.dedent("""
+        import torch
+        from huang2021.members.resnet import ResNetMember
+        torch.set_num_threads(1)
+        member = ResNetMember(18, in_channels=1, num_classes=10, width=2)
+        shortcuts = [block.downsample[0] for block in member.features if getattr(block, "downsample", None) is not None]
+        assert [s.in_channels for s in shortcuts] == [2, 4, 8]
+        for shortcut in shortcuts:
+            for _ in range(50):
+                x = torch.rand(64, shortcut.in_channels, 8, 8).contiguous(memory_format=torch.channels_last)
+                shortcut(x.requires_grad_()).square().sum().backward()
+        print("ok")
+    """)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])

@@ -56,4 +56,22 @@ def _downsample(channels: int, planes: int, stride: int) -> nn.Module | None:
     """torchvision's projection shortcut (1x1 convolution and BatchNorm) where the shape changes."""
     if stride == 1 and channels == planes:
         return None
-    return nn.Sequential(nn.Conv2d(channels, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+    return nn.Sequential(SubsampledPointwiseConv(channels, planes, stride), nn.BatchNorm2d(planes))
+
+
+class SubsampledPointwiseConv(nn.Conv2d):
+    """A strided 1x1 convolution computed as every ``stride``-th pixel through an unstrided one.
+
+    The same function and parameters as ``nn.Conv2d(in_channels, out_channels, 1, stride=stride,
+    bias=False)``, but never oneDNN's strided 1x1 kernel: on x86 CPUs its backward_weights with a
+    channels-last source (which double backprop, TRS's and DEG's, produces) and fewer input
+    channels than its block (8 with AVX2, 16 with AVX-512) writes past its workspace
+    (uxlfoundation/oneDNN#6035): heap corruption, a crash with one thread (docs/performance.md).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=False)
+        self.subsample = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x[..., :: self.subsample, :: self.subsample])
