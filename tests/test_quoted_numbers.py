@@ -643,3 +643,21 @@ def test_the_mnist5k_diversity_numbers_are_those_of_its_analyses():
     assert round(values("pdd", *score).mean() / values("baseline", *score).mean()) == 8  # "about eightfold"
     assert 1.8 < values("pdd", *entropy).mean() / values("baseline", *entropy).mean() < 2.2  # "doubles"
     assert values("gal", *angle).mean() == max(values(m, *angle).mean() for m in analyses[0]["methods"])  # "the most dispersed"
+
+
+def test_the_mnist5k_sweep_numbers_are_those_of_its_report():
+    """docs/evaluation.md's sweep paragraph (PGD-25 on the averaged logits at eps 0.2 and 0.3), from docs/mnist-report/results.csv."""
+    results = Results(MNIST_REPORT / "results.csv")
+    methods = list(MNIST_METHODS.values())
+
+    def at(method: str, eps: float) -> np.ndarray:
+        return results.seeds("strong", "pgd-strong", "inf", eps, method, (0, 1, 2))
+
+    others = [m for m in methods if m not in ("dverge", "trs")]
+    highest = max(others, key=lambda m: at(m, 0.2).mean())
+    assert highest == "adp"
+    assert all(at(m, 0.3).max() == 0 for m in methods if m != "dverge")
+    text = _normalised((ROOT / "docs" / "evaluation.md").read_text())
+    phrase = (f"every method is at 0.0 % but DVERGE, at {cell(at('dverge', 0.3))} %; at 0.2 DVERGE keeps {cell(at('dverge', 0.2))} % "
+              f"and TRS {cell(at('trs', 0.2))} %, every other method at most ADP's {cell(at('adp', 0.2))} %")
+    assert _normalised(phrase) in text, phrase
