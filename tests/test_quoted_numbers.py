@@ -661,3 +661,24 @@ def test_the_mnist5k_sweep_numbers_are_those_of_its_report():
     phrase = (f"every method is at 0.0 % but DVERGE, at {cell(at('dverge', 0.3))} %; at 0.2 DVERGE keeps {cell(at('dverge', 0.2))} % "
               f"and TRS {cell(at('trs', 0.2))} %, every other method at most ADP's {cell(at('adp', 0.2))} %")
     assert _normalised(phrase) in text, phrase
+
+
+def test_the_mnist5k_jsma_sample_and_the_budget_probe_are_those_of_their_files():
+    """docs/evaluation.md's JSMA sample (jsma-seed0/) and the AutoAttack-at-the-headline's-budget probe (budget-check-seed0-probe/)."""
+    text = _normalised((ROOT / "docs" / "evaluation.md").read_text())
+    jsma = Results(MNIST_REPORT / "jsma-seed0" / "results.csv")
+
+    def at(method: str, gamma: float) -> float:
+        return jsma.seeds("paper", "jsma", "0", gamma, method, (0,))[0]
+
+    assert [at(m, 0.3) for m in ("baseline", "dverge", "adp")] == [2.0, 2.0, 4.0]
+    assert sorted(round(at(m, 0.3)) for m in ("pdd", "pdd+deg")) == [10, 12]
+    assert sorted(round(at(m, 0.3)) for m in ("deg", "trs", "gal")) == [22, 22, 24]
+    assert max(at(m, 0.6) for m in MNIST_METHODS.values()) == 6.0
+    minutes = sum(float(row["seconds"]) for row in jsma.rows if row["attack"] == "jsma") / 60
+    assert _normalised(f"{minutes:.0f} core-minutes") in text
+    probe = Results(MNIST_REPORT / "budget-check-seed0-probe" / "results.csv")
+    taken = {(m, eps): probe.seeds("strong", "mora", "inf", eps, m, (0,))[0] - probe.seeds("strong", "autoattack", "inf", eps, m, (0,))[0]
+             for m in MNIST_BUDGET_METHODS for eps in (0.1, 0.15)}
+    assert max(taken.values()) == taken["trs", 0.15] == 3.0 and taken["pdd+deg", 0.1] == 1.0
+    assert "at most 3 more of the 100 images from any ensemble (TRS at eps 0.15; PDD+DEG at 0.1: one)" in text
