@@ -164,6 +164,9 @@ def test_the_sweep_has_error_bars_and_a_limit_on_the_mean(seeded):
     # At 0.4 every method's mean is 0 but pdd's (one image of one seed).
     assert "| PGD-100x5 logits L_inf | limit | 0.4 | > 0.4 | 0.4 | 0.4 | 0.4 | 0.4 | 0.4 |" in report
     assert "| PGD-100x5 logits L_inf | 0.4 | 0.0 ± 0.0 | 3.3 ± 5.8 |" in report
+    # The text names the grid it swept (not always a doubling one) and the restarts in plain words.
+    assert "PGD over increasing epsilons (L_inf 0.1, 0.2, 0.4; paper protocol" in report
+    assert "strong: 100 steps, 5 restart(s), averaged logits" in report
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     # Time is summed over the seeds: 7 methods x 3 seeds of the paper's PGD.
     assert "| paper | PGD | 21 | 32 |" in report

@@ -498,7 +498,7 @@ def transfer_section(results: Results, config: dict[str, Any], out_dir: Path) ->
 
 
 def sweep_section(results: Results, config: dict[str, Any], out_dir: Path) -> str:
-    """Fig. 4: accuracy against doubling epsilon, L_inf and L_2, with each method's robustness limit."""
+    """Fig. 4: accuracy against increasing epsilon, L_inf and L_2, with each method's robustness limit."""
     methods = _methods(results)
     flags = config["flags"]
     curves: dict[tuple[str, str], list[float]] = {}
@@ -514,6 +514,7 @@ def sweep_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
         for (attack, norm), sweep in curves.items()
     }
     _sweep_figure(methods, curves, cells, flags, out_dir / "sweep.png")
+    grids = "; ".join(sorted({f"{NORMS[norm]} " + ", ".join(f"{v:g}" for v in sweep) for (_, norm), sweep in curves.items()}))
     rows, limits = [], []
     for (attack, norm), sweep in curves.items():
         found = cells[(attack, norm)]
@@ -523,8 +524,8 @@ def sweep_section(results: Results, config: dict[str, Any], out_dir: Path) -> st
     return "\n".join([
         "## Increasing attack strength (Fig. 4)",
         "",
-        "PGD with epsilon doubling (paper protocol: 10 steps of eps/10, one random start, averaged probabilities; "
-        f"strong: {flags['strong_steps']} steps, {flags['strong_restarts']} restarts, averaged logits). The robustness "
+        f"PGD over increasing epsilons ({grids}; paper protocol: 10 steps of eps/10, one random start, averaged "
+        f"probabilities; strong: {flags['strong_steps']} steps, {flags['strong_restarts']} restart(s), averaged logits). The robustness "
         "limit is the first epsilon at which the mean accuracy over all images reaches zero (\"> last\" when none does); "
         "the figure's error bars are the std over the training seeds. " + _over_seeds(results, ("paper", "strong")),
         "",

@@ -53,7 +53,7 @@ from .report import DIVERSITY_DIR, REPORT, write_report
 from .results import ResultStore, result_key, robust_result
 
 SWEEPS = ("sweep", "sweep-strong")
-"""Fig. 4: the paper protocol's PGD, and the strong protocol's, over doubling epsilons under L_inf and L_2."""
+"""Fig. 4: the paper protocol's PGD, and the strong protocol's, over increasing epsilons under L_inf and L_2 (the defaults double)."""
 ATTACKS = (*PAPER_ATTACKS, *STRONG_ATTACKS, "transfer", *SWEEPS, "diversity")
 """``--attacks`` names; ``diversity`` is the paper's diversity analysis (Table 1, Figs. 1-3), no attack."""
 DEFAULT_ATTACKS = tuple(name for name in ATTACKS if name not in LIBRARY_APGD)
