@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import runpy
 import signal
 import subprocess
@@ -94,7 +95,9 @@ def test_every_method_trains_one_epoch_and_writes_the_run_dir(tmp_path, capsys, 
     assert config["flags"]["methods"] == ",".join(methods)
     assert config["flags"]["seed"] == 0 and config["flags"]["epochs"] == 1
     assert config["flags"]["pdd_scaling"] == "inverted" and config["flags"]["ce_reduction"] == "auto"
-    assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy", "scikit-learn", "ensemble_diversity"}
+    assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy", "scikit-learn", "ensemble_diversity", "cpu"}
+    # The instruction set torch's CPU kernels dispatch to, which a bit-identical rerun needs too.
+    assert config["versions"]["cpu"] == f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
 
     records = lines(tmp_path / "metrics.jsonl")
     assert [r["method"] for r in records] == methods

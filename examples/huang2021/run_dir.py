@@ -62,6 +62,9 @@ def library_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "ensemble_diversity": _package_version(),
+        # torch's CPU kernels differ by instruction set, so the same seed, flags, thread count and
+        # versions retrain bit-identically only on a CPU with the same one (docs/evaluation.md).
+        "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
     }
 
 
