@@ -62,10 +62,20 @@ def library_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "ensemble_diversity": _package_version(),
-        # torch's CPU kernels differ by instruction set, so the same seed, flags, thread count and
-        # versions retrain bit-identically only on a CPU with the same one (docs/evaluation.md).
-        "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
+        "cpu": _cpu(),
     }
+
+
+def _cpu() -> str:
+    """The instruction set torch dispatches to and the CPU's model name, e.g. "x86_64 AVX512 (AMD EPYC)".
+
+    The kernels torch and its math libraries pick differ by both, so the same seed, flags,
+    thread count and versions retrain bit-identically only on such a CPU (docs/evaluation.md).
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
+    model = names[0] if names else platform.processor()
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}" + (f" ({model})" if model else "")
 
 
 def _installed_version(distribution: str) -> str:
