@@ -56,8 +56,12 @@ class Results:
         """``[S]``: the accuracy in % per training seed."""
         return np.array([self.accuracy[(protocol, attack, norm, value, method, seed)] for seed in seeds])
 
-    def clean(self, method: str) -> np.ndarray:
-        return self.seeds("clean", "none", "-", 0.0, method)
+    def clean(self, method: str, seeds: tuple[int, ...] = SEEDS) -> np.ndarray:
+        return self.seeds("clean", "none", "-", 0.0, method, seeds)
+
+    def strong_seconds(self) -> float:
+        """Seconds the strong attacks took, summed over every result."""
+        return sum(float(row["seconds"]) for row in self.rows if row["protocol"] == "strong")
 
     def worst(self, method: str, eps: float, attacks: tuple[str, ...] = HEADLINE_ATTACKS, seeds: tuple[int, ...] = SEEDS) -> np.ndarray:
         return np.min([self.seeds("strong", attack, "inf", eps, method, seeds) for attack in attacks], axis=0)
@@ -407,7 +411,7 @@ QUOTES: dict[str, Quote] = {
     "budget models moved": Quote(
         "docs/evaluation.md", "PDD+DEG's clean accuracy is {} % against {} %, and even the baseline's PGD-100x5 differs by {}",
         lambda: [
-            one(BUDGET[""].seeds("clean", "none", "-", 0.0, "pdd+deg", (0,))[0]), one(BUDGET_BEFORE[""].seeds("clean", "none", "-", 0.0, "pdd+deg", (0,))[0]),
+            one(BUDGET[""].clean("pdd+deg", (0,))[0]), one(BUDGET_BEFORE[""].clean("pdd+deg", (0,))[0]),
             "an image" if round(abs(BUDGET[""].seeds("strong", "pgd-strong", "inf", 0.1, B, (0,))[0] - BUDGET_BEFORE[""].seeds("strong", "pgd-strong", "inf", 0.1, B, (0,))[0]) * 3.6) == 1
             else "(not one image)",
         ],
@@ -544,7 +548,7 @@ def test_the_mnist5k_numbers_are_those_of_its_report():
     def shown(values: np.ndarray) -> str:
         return one(values[0]) if len(seeds) == 1 else cell(values)
 
-    rows = {"clean": [results.seeds("clean", "none", "-", 0.0, method, seeds) for method in MNIST_METHODS.values()]}
+    rows = {"clean": [results.clean(method, seeds) for method in MNIST_METHODS.values()]}
     rows.update({f"{eps:g}": [results.worst(method, eps, seeds=seeds) for method in MNIST_METHODS.values()] for eps in (0.1, 0.15)})
     header = "| eps | " + " | ".join(MNIST_METHODS) + " |"
     table = "\n".join([header, "|---" * (len(MNIST_METHODS) + 1) + "|", *(f"| {eps} | " + " | ".join(shown(v) for v in values) + " |" for eps, values in rows.items())])
@@ -587,7 +591,7 @@ def test_the_mnist5k_budget_check_is_that_of_its_result_files():
     assert _normalised(f"up to {signed(largest)} points ({method} at eps {eps:g})") in text
 
     def hours(results: Results) -> str:
-        return f"{sum(float(row['seconds']) for row in results.rows if row['protocol'] == 'strong') / 3600:.1f}"
+        return f"{results.strong_seconds() / 3600:.1f}"
 
     assert _normalised(f"{hours(MNIST_BUDGET)} hours of one core against {hours(MNIST_BUDGET_HEADLINE)}") in text
 
@@ -605,7 +609,7 @@ def test_the_mnist5k_prose_numbers_are_those_of_its_report():
     for phrase in (f"({spread('dverge')} per seed at eps 0.1", f"the baseline swings from {spread('baseline')}",
                    f"ADP from {spread('adp')}", f"PDD+DEG ({spread('pdd+deg')})"):
         assert _normalised(phrase) in text, phrase
-    clean = {method: results.seeds("clean", "none", "-", 0.0, method, seeds).mean() for method in ("baseline", "pdd", "pdd+deg")}
+    clean = {method: results.clean(method, seeds).mean() for method in ("baseline", "pdd", "pdd+deg")}
     cost = [one(clean["baseline"] - clean[method]) for method in ("pdd", "pdd+deg")]
     assert _normalised(f"PDD costs {cost[0]} points of clean accuracy and PDD+DEG {cost[1]}") in text
 
@@ -692,16 +696,13 @@ def mnist_rerun_quotes() -> dict[str, str]:
     """docs/evaluation.md's rerun paragraph: its table and numbers, from the study's and the rerun's results.csv."""
     study, seeds = Results(MNIST_REPORT / "results.csv"), (0, 1, 2)
 
-    def clean(results: Results, method: str, seeds: tuple[int, ...]) -> np.ndarray:
-        return results.seeds("clean", "none", "-", 0.0, method, seeds)
-
     def compared(values: np.ndarray, rerun: float) -> str:
         return f"{one(values[0])} / {one(rerun)} / {one(values.min())} to {one(values.max())}"
 
     rows = []
     outside = {0.1: 0, 0.15: 0}
     for name, method in MNIST_METHODS.items():
-        cells = [compared(clean(study, method, seeds), clean(MNIST_RERUN, method, (0,))[0])]
+        cells = [compared(study.clean(method, seeds), MNIST_RERUN.clean(method, (0,))[0])]
         for eps in outside:
             values, rerun = study.worst(method, eps, seeds=seeds), MNIST_RERUN.worst(method, eps, seeds=(0,))[0]
             cells.append(compared(values, rerun))
@@ -763,7 +764,7 @@ def mnist_rerun_budget_quotes() -> dict[str, str]:
     """docs/evaluation.md's paragraph on the rerun's budget gap, from its result files and the study's budget check."""
 
     def minutes(results: Results) -> str:
-        return f"{sum(float(row['seconds']) for row in results.rows if row['protocol'] == 'strong') / 60:.0f}"
+        return f"{results.strong_seconds() / 60:.0f}"
 
     quotes = {"full_minutes": minutes(MNIST_RERUN_BUDGET), "headline_minutes": minutes(MNIST_RERUN_BUDGET_HEADLINE)}
     for method in ("baseline", "pdd+deg"):
