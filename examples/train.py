@@ -25,6 +25,7 @@ from huang2021.data.splits import DatasetError
 from huang2021.settings import add_flags, as_flags, from_flags
 from huang2021.training.compare import resumed_flags, train_and_compare
 from huang2021.training.config import Session, TrainingConfig
+from huang2021.training.distributed import exit_rank_process
 
 
 def build_parser(*, defaults: bool = True) -> argparse.ArgumentParser:
@@ -62,3 +63,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 if __name__ == "__main__":
     main()
+    exit_rank_process()

@@ -79,3 +79,23 @@ def test_batch_statistics_count_each_global_batch_once_on_every_rank(tmp_path):
     counts = rank_priority_counts(output)
     assert counts.sum(dim=1).tolist() == [STEPS] * 3
     assert torch.equal(counts, checkpoint_priority_counts(tmp_path))
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_a_rank_process_ends_flushed_without_finalizing(world_size):
+    """Under torchrun (WORLD_SIZE > 1) a rank ends with exit code 0, its unterminated output
+    flushed, and no interpreter finalization (an atexit handler does not run), since gloo's
+    worker threads abort a finalizing process; a single process returns and finalizes."""
+    program = (
+        "import atexit, sys\n"
+        "from huang2021.training.distributed import exit_rank_process\n"
+        "atexit.register(lambda: print('finalized'))\n"
+        "print('results', end='')\n"
+        "exit_rank_process()\n"
+        "print(' returned')\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": world_size,
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ("results returned\nfinalized\n" if world_size == "1" else "results")

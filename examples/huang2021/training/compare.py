@@ -66,7 +66,8 @@ def train_and_compare(config: TrainingConfig, session: Session, argv: list[str])
         result = _train_and_compare(config, session, argv, ranks)
         if ranks.distributed:
             # Rank 0 still evaluates the test split when the others are done; tearing the group
-            # down under it aborted a rank (gloo) now and then, so all ranks leave together.
+            # down under it aborted a rank (gloo) now and then, so all ranks leave together
+            # (examples/train.py then ends each rank without finalizing: exit_rank_process).
             dist.barrier()
         return result
     finally:
