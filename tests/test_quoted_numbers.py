@@ -790,3 +790,42 @@ def test_the_mnist5k_rerun_budget_gap_is_that_of_its_result_files():
         assert _normalised(sentence) in text, sentence
     # "The gap is there on both draws": the headline above the full protocol for both ensembles on the rerun too.
     assert all(budget_gap(m, 0.1, MNIST_RERUN_BUDGET, MNIST_RERUN_BUDGET_HEADLINE) > 0 for m in ("baseline", "pdd+deg"))
+
+
+MNIST_STEPS_PROBE = {budget: Results(MNIST_REPORT / "rerun-seed0-steps-probe" / budget / "results.csv") for budget in ("25x1", "100x1", "100x5")}
+"""The headline's three attacks on the rerun's seed-0 models at three budgets (steps x starts), first 100 test images."""
+
+
+def steps_probe_worst(budget: str, method: str, eps: float) -> float:
+    return float(MNIST_STEPS_PROBE[budget].worst(method, eps, seeds=(0,))[0])
+
+
+def steps_probe_gap(budget: str, method: str, eps: float) -> float:
+    """Points ``budget``'s worst case is above 100 x 5's (the full protocol without AutoAttack)."""
+    return steps_probe_worst(budget, method, eps) - steps_probe_worst("100x5", method, eps)
+
+
+def test_the_mnist5k_steps_probe_is_that_of_its_result_files():
+    """docs/evaluation.md's probe of the headline's budget: its table, largest gaps and minutes, from rerun-seed0-steps-probe/."""
+    text = _normalised((ROOT / "docs" / "evaluation.md").read_text())
+    cells = [(method, eps) for method in MNIST_METHODS.values() for eps in (0.1, 0.15)]
+    for method, eps in cells:
+        worst = " | ".join(one(steps_probe_worst(budget, method, eps)) for budget in MNIST_STEPS_PROBE)
+        row = f"| {method} | {eps:g} | {worst} | {signed(steps_probe_gap('25x1', method, eps))} | {signed(steps_probe_gap('100x1', method, eps))} |"
+        assert _normalised(row) in text, row
+    for budget in ("25x1", "100x1"):
+        (method, eps), largest = max(((cell, steps_probe_gap(budget, *cell)) for cell in cells), key=lambda item: item[1])
+        above = sum(steps_probe_gap(budget, *cell) > 0 for cell in cells)
+        mean = np.mean([steps_probe_gap(budget, *cell) for cell in cells])
+        sentence = f"{budget.replace('x', ' x ')} is above 100 x 5 in {above} of the 16 cells, by up to {signed(largest)} points ({method} at eps {eps:g}"
+        assert _normalised(sentence) in text, sentence
+        assert f"{mean:.1f} on average" in text, (budget, mean)
+    minutes = " / ".join(f"{results.strong_seconds() / 60:.0f}" for results in MNIST_STEPS_PROBE.values())
+    assert _normalised(f"{minutes} core-minutes") in text, minutes
+    # 25 x 1 and 100 x 5 on the baseline and PDD+DEG at eps 0.1 repeat the rerun's budget check (headline, and the
+    # full protocol's stages before AutoAttack): the models and attacks are the same, bit for bit.
+    for method in ("baseline", "pdd+deg"):
+        for attack in HEADLINE_ATTACKS:
+            stage = ("strong", attack, "inf", 0.1, method, (0,))
+            assert MNIST_STEPS_PROBE["25x1"].seeds(*stage)[0] == MNIST_RERUN_BUDGET_HEADLINE.seeds(*stage)[0], stage
+            assert MNIST_STEPS_PROBE["100x5"].seeds(*stage)[0] == MNIST_RERUN_BUDGET.seeds(*stage)[0], stage
